@@ -1,0 +1,388 @@
+"""The txwatch streaming job.
+
+Graph (every operator has a stable ``uid`` and a ``name``)::
+
+    Kafka transactions ─► validate ─► watermarks ─► key by card ─► card history
+         (raw JSON)         │ VALID                       │ CARD_OUT
+                            └─ dead letters ◄─ duplicates ┤
+    Kafka feedback ─► parse ─► key by terminal ──────────►  terminal history
+                                                            │ FEATURED
+                     table ◄────────────────────────────────┘
+                       │ score (vectorized ONNX, Arrow batches)
+                       ├─► JDBC scored_transactions  (upsert)
+                       ├─► JDBC alerts               (upsert, alerts only)
+                       └─► Kafka alerts              (exactly once)
+    dead letters ─► Kafka transactions.dlq (exactly once)
+
+Run it locally with ``txwatch job run`` or submit ``jobs/pipeline.py`` to a
+Flink cluster with ``flink run --python`` (see the Makefile's ``submit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
+from pyflink.common.serialization import SimpleStringSchema
+from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.datastream.connectors.base import DeliveryGuarantee
+from pyflink.datastream.connectors.kafka import (
+    KafkaOffsetResetStrategy,
+    KafkaOffsetsInitializer,
+    KafkaRecordSerializationSchema,
+    KafkaSink,
+    KafkaSource,
+)
+from pyflink.table import StreamTableEnvironment
+from pyflink.table.expressions import col
+
+from jobs import records
+from jobs.operators import (
+    DEAD_LETTERS,
+    CardHistory,
+    EventTime,
+    ParseFeedback,
+    TerminalHistory,
+    Validate,
+)
+from jobs.scoring_udf import score_function
+from txwatch.config import PROJECT_ROOT, Settings, load
+from udfs.features import FEATURE_NAMES
+
+logger = logging.getLogger(__name__)
+
+JARS_DIR = PROJECT_ROOT / ".run" / "jars"
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What varies between runs of the same job."""
+
+    model_dir: Path
+    bounded: bool = False
+    parallelism: int | None = None
+    job_name: str = "txwatch"
+    transactional_prefix: str = "txwatch"
+
+
+def connector_jars(jars_dir: Path = JARS_DIR) -> list[str]:
+    jars = sorted(jars_dir.glob("*.jar"))
+    if not jars:
+        raise FileNotFoundError(
+            f"no connector jars in {jars_dir}; run `make setup` to fetch them"
+        )
+    return [jar.as_uri() for jar in jars]
+
+
+def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptions,
+          writer_password: str):
+    """Add the whole job to ``env``; the caller executes it."""
+    job = settings.job
+    topics = settings.kafka.topics
+    t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("table.local-time-zone", "UTC")
+    t_env.get_config().set("python.fn-execution.arrow.batch.size", str(job.score_batch_size))
+
+    raw = env.from_source(
+        _source(settings, topics.transactions, options),
+        WatermarkStrategy.no_watermarks(),
+        "transactions",
+    ).uid("source-transactions")
+
+    valid = raw.process(
+        Validate(settings.contract, job.max_lateness_ms), output_type=records.VALID
+    ).name("validate").uid("validate")
+    timed = valid.assign_timestamps_and_watermarks(
+        WatermarkStrategy.for_bounded_out_of_orderness(
+            Duration.of_millis(job.max_out_of_orderness_ms)
+        )
+        .with_timestamp_assigner(EventTime())
+        .with_idleness(Duration.of_millis(job.idle_source_timeout_ms))
+    ).name("event-time").uid("event-time")
+
+    carded = (
+        timed.key_by(lambda row: row[2], key_type=Types.STRING())
+        .process(CardHistory(), output_type=records.CARD_OUT)
+        .name("card-history")
+        .uid("card-history")
+    )
+
+    feedback = (
+        env.from_source(
+            _source(settings, topics.feedback, options),
+            WatermarkStrategy.no_watermarks(),
+            "feedback",
+        )
+        .uid("source-feedback")
+        .process(ParseFeedback(), output_type=records.FEEDBACK)
+        .name("parse-feedback")
+        .uid("parse-feedback")
+    )
+    featured = (
+        carded.key_by(lambda row: row[3], key_type=Types.STRING())
+        .connect(feedback.key_by(lambda row: row[1], key_type=Types.STRING()))
+        .process(TerminalHistory(job.label_delay_days), output_type=records.FEATURED)
+        .name("terminal-history")
+        .uid("terminal-history")
+    )
+
+    dead = (
+        valid.get_side_output(DEAD_LETTERS)
+        .union(carded.get_side_output(DEAD_LETTERS), feedback.get_side_output(DEAD_LETTERS))
+    )
+    dead.sink_to(
+        _string_sink(settings, topics.dead_letters, f"{options.transactional_prefix}-dlq")
+    ).name("dead-letters").uid("sink-dead-letters")
+
+    table = t_env.from_data_stream(featured)
+    score = score_function(str(options.model_dir))
+    scored = table.map(score(*[col(name) for name in records.FEATURED_NAMES]))
+    t_env.create_temporary_view("scored", scored)
+
+    statements = t_env.create_statement_set()
+    _create_sinks(t_env, settings, writer_password, options)
+    statements.add_insert_sql(_insert_scored())
+    statements.add_insert_sql(_insert_alerts("alerts_jdbc"))
+    statements.add_insert_sql(_insert_alerts("alerts_kafka"))
+    statements.attach_as_datastream()
+    return env
+
+
+def configure(settings: Settings, options: JobOptions) -> StreamExecutionEnvironment:
+    """An execution environment set up for this job: thread mode, checkpoints."""
+    job = settings.job
+    config = Configuration()
+    config.set_string("python.execution-mode", "thread")
+    config.set_string("python.fn-execution.bundle.size", str(job.bundle_size))
+    config.set_string("python.fn-execution.bundle.time", str(job.bundle_time_ms))
+    config.set_string("python.state.cache-size", "100000")
+    config.set_string("execution.checkpointing.interval", f"{job.checkpoint_interval_ms} ms")
+    config.set_string("execution.checkpointing.timeout", f"{job.checkpoint_timeout_ms} ms")
+    config.set_string(
+        "execution.checkpointing.min-pause", f"{job.min_pause_between_checkpoints_ms} ms"
+    )
+    config.set_string("execution.checkpointing.externalized-checkpoint-retention",
+                      "RETAIN_ON_CANCELLATION")
+    config.set_string("execution.checkpointing.dir", settings.path(job.checkpoint_dir).as_uri())
+    config.set_string("state.backend.type", "hashmap")
+    config.set_string("restart-strategy.type", "exponential-delay")
+    config.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
+    config.set_string("restart-strategy.exponential-delay.max-backoff", "30 s")
+    config.set_string("restart-strategy.exponential-delay.attempts-before-reset-backoff",
+                      str(job.restart_attempts))
+    config.set_string("pipeline.name", options.job_name)
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    env.enable_checkpointing(job.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
+    env.set_parallelism(options.parallelism or job.parallelism)
+    env.add_jars(*connector_jars())
+    env.set_python_executable(sys.executable)
+    return env
+
+
+def _source(settings: Settings, topic: str, options: JobOptions) -> KafkaSource:
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(settings.kafka.bootstrap_servers)
+        .set_topics(topic)
+        .set_group_id(settings.kafka.consumer_group)
+        .set_starting_offsets(
+            KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+        )
+        .set_value_only_deserializer(SimpleStringSchema())
+        .set_property("isolation.level", "read_committed")
+        .set_property("commit.offsets.on.checkpoint", "true")
+    )
+    if options.bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    return builder.build()
+
+
+def _string_sink(settings: Settings, topic: str, transactional_prefix: str) -> KafkaSink:
+    return (
+        KafkaSink.builder()
+        .set_bootstrap_servers(settings.kafka.bootstrap_servers)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(topic)
+            .set_value_serialization_schema(SimpleStringSchema())
+            .build()
+        )
+        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+        .set_transactional_id_prefix(transactional_prefix)
+        .set_property("transaction.timeout.ms", "600000")
+        .build()
+    )
+
+
+def _jdbc_options(settings: Settings, table: str, password: str) -> str:
+    job = settings.job
+    options = {
+        "connector": "jdbc",
+        "url": settings.postgres.jdbc_url,
+        "table-name": table,
+        "driver": "org.postgresql.Driver",
+        "username": settings.postgres.writer_user,
+        "password": password,
+        "sink.buffer-flush.max-rows": str(job.jdbc_batch_rows),
+        "sink.buffer-flush.interval": f"{job.jdbc_flush_interval_ms}ms",
+        "sink.max-retries": "10",
+    }
+    return ",\n".join(f"'{k}' = '{_sql_quote(v)}'" for k, v in options.items())
+
+
+def _sql_quote(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions):
+    t_env.execute_sql(
+        f"""
+        CREATE TEMPORARY TABLE scored_jdbc (
+            transaction_id STRING,
+            event_time TIMESTAMP(3),
+            card_id STRING,
+            terminal_id STRING,
+            amount DOUBLE,
+            original_amount DOUBLE,
+            currency STRING,
+            is_late BOOLEAN,
+            score DOUBLE,
+            risk DOUBLE,
+            is_alert BOOLEAN,
+            model_version STRING,
+            features STRING,
+            rule_hits STRING,
+            PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
+        ) WITH ({_jdbc_options(settings, 'scored_transactions', password)})
+        """
+    )
+    t_env.execute_sql(
+        f"""
+        CREATE TEMPORARY TABLE alerts_jdbc (
+            transaction_id STRING,
+            event_time TIMESTAMP(3),
+            card_id STRING,
+            terminal_id STRING,
+            amount DOUBLE,
+            score DOUBLE,
+            risk DOUBLE,
+            model_version STRING,
+            reasons STRING,
+            rule_hits STRING,
+            PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
+        ) WITH ({_jdbc_options(settings, 'alerts', password)})
+        """
+    )
+    t_env.execute_sql(
+        f"""
+        CREATE TEMPORARY TABLE alerts_kafka (
+            transaction_id STRING,
+            event_time TIMESTAMP(3),
+            card_id STRING,
+            terminal_id STRING,
+            amount DOUBLE,
+            score DOUBLE,
+            risk DOUBLE,
+            model_version STRING,
+            reasons STRING,
+            rule_hits STRING
+        ) WITH (
+            'connector' = 'kafka',
+            'topic' = '{settings.kafka.topics.alerts}',
+            'properties.bootstrap.servers' = '{settings.kafka.bootstrap_servers}',
+            'properties.transaction.timeout.ms' = '600000',
+            'key.format' = 'raw',
+            'key.fields' = 'card_id',
+            'value.format' = 'json',
+            'value.fields-include' = 'ALL',
+            'value.json.timestamp-format.standard' = 'ISO-8601',
+            'sink.delivery-guarantee' = 'exactly-once',
+            'sink.transactional-id-prefix' = '{options.transactional_prefix}-alerts'
+        )
+        """
+    )
+
+
+def _event_time_expr() -> str:
+    return "CAST(TO_TIMESTAMP_LTZ(event_time_ms, 3) AS TIMESTAMP(3))"
+
+
+def _insert_scored() -> str:
+    pairs = ", ".join(f"KEY '{name}' VALUE {name}" for name in FEATURE_NAMES)
+    return f"""
+        INSERT INTO scored_jdbc
+        SELECT transaction_id, {_event_time_expr()}, card_id, terminal_id, amount,
+               original_amount, currency, is_late, score, risk, is_alert, model_version,
+               JSON_OBJECT({pairs}), rule_hits
+        FROM scored
+    """
+
+
+def _insert_alerts(sink: str) -> str:
+    return f"""
+        INSERT INTO {sink}
+        SELECT transaction_id, {_event_time_expr()}, card_id, terminal_id, amount,
+               score, risk, model_version, reasons, rule_hits
+        FROM scored WHERE is_alert
+    """
+
+
+def _expose_environment() -> None:
+    """Let Python embedded in the JVM (thread mode) import what this one can.
+
+    Thread mode runs the functions in an interpreter that pemja starts from
+    the base Python installation, which does not see a virtualenv's
+    site-packages or this project unless they are on ``PYTHONPATH``.
+    """
+    import site
+
+    paths = [*site.getsitepackages(), str(PROJECT_ROOT)]
+    current = os.environ.get("PYTHONPATH")
+    if current:
+        paths.append(current)
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``flink run --python jobs/pipeline.py`` and ``txwatch job run``."""
+    parser = argparse.ArgumentParser(prog="txwatch-job", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="YAML settings (conf/txwatch.yaml)")
+    parser.add_argument("--model-dir", default=None, help="model directory to score with")
+    parser.add_argument("--parallelism", type=int, default=None)
+    parser.add_argument("--bounded", action="store_true",
+                        help="stop at the Kafka offsets that are the latest at start")
+    parser.add_argument("--name", default="txwatch")
+    parser.add_argument("--transactional-prefix", default="txwatch")
+    parser.add_argument("--detached", action="store_true",
+                        help="submit and return instead of waiting for the job to end")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    os.environ.setdefault("TZ", "UTC")
+    _expose_environment()
+    settings = load(args.config)
+    options = JobOptions(
+        model_dir=Path(args.model_dir) if args.model_dir else settings.path(settings.job.model_dir),
+        bounded=args.bounded,
+        parallelism=args.parallelism,
+        job_name=args.name,
+        transactional_prefix=args.transactional_prefix,
+    )
+    password = Settings.secret(settings.postgres.writer_password_env)
+    env = configure(settings, options)
+    build(env, settings, options, password)
+    if args.detached:
+        client = env.execute_async(options.job_name)
+        print(f"submitted job {client.get_job_id()}")
+        return 0
+    env.execute(options.job_name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Record shapes of the streams inside the job, written down once.
+
+``VALID``      a transaction that met the contract (after parsing)
+``CARD_OUT``   ``VALID`` plus the late flag and the ``CARD_COLUMNS`` features
+``FEATURED``   ``VALID`` plus the late flag, every feature and the rule hits
+``FEEDBACK``   a confirmed fraud label: which transaction, when it is known
+
+The scored table adds ``score``, ``risk``, ``is_alert``, ``model_version`` and
+``reasons`` to ``FEATURED`` (see ``jobs.pipeline``).
+"""
+
+from __future__ import annotations
+
+from pyflink.common import Types
+
+from udfs.features import CARD_FEATURES, FEATURE_NAMES
+
+VALID_FIELDS = (
+    ("transaction_id", Types.STRING()),
+    ("event_time_ms", Types.LONG()),
+    ("card_id", Types.STRING()),
+    ("terminal_id", Types.STRING()),
+    ("amount", Types.DOUBLE()),
+    ("original_amount", Types.DOUBLE()),
+    ("currency", Types.STRING()),
+)
+_VALID_NAMES = {name for name, _ in VALID_FIELDS}
+# Features that are not already a field of the transaction (``amount`` is).
+CARD_COLUMNS = tuple(name for name in CARD_FEATURES if name not in _VALID_NAMES)
+FEATURE_COLUMNS = tuple(name for name in FEATURE_NAMES if name not in _VALID_NAMES)
+
+CARD_OUT_FIELDS = (
+    VALID_FIELDS
+    + (("is_late", Types.BOOLEAN()),)
+    + tuple((name, Types.DOUBLE()) for name in CARD_COLUMNS)
+)
+FEATURED_FIELDS = (
+    VALID_FIELDS
+    + (("is_late", Types.BOOLEAN()), ("rule_hits", Types.STRING()))
+    + tuple((name, Types.DOUBLE()) for name in FEATURE_COLUMNS)
+)
+FEEDBACK_FIELDS = (
+    ("transaction_id", Types.STRING()),
+    ("terminal_id", Types.STRING()),
+    ("event_time_ms", Types.LONG()),
+    ("known_at_ms", Types.LONG()),
+)
+
+
+def row_type(fields):
+    return Types.ROW_NAMED([name for name, _ in fields], [kind for _, kind in fields])
+
+
+VALID = row_type(VALID_FIELDS)
+CARD_OUT = row_type(CARD_OUT_FIELDS)
+FEATURED = row_type(FEATURED_FIELDS)
+FEEDBACK = row_type(FEEDBACK_FIELDS)
+FEATURED_NAMES = tuple(name for name, _ in FEATURED_FIELDS)

@@ -1,0 +1,185 @@
+"""Fit the Isolation Forest, export it to ONNX, check the export, pick a threshold.
+
+The steps of ``train``:
+
+1. features for the training days, computed by ``training.dataset`` with the
+   history before them as warm-up, so that 30-day windows are full;
+2. an Isolation Forest fitted on those rows (unsupervised: labels are used
+   only to report quality, never to fit);
+3. the ONNX export, scored side by side with scikit-learn on the training
+   rows; the export is refused if any score differs by more than
+   ``PARITY_TOLERANCE`` or if the two flag different rows;
+4. the alert threshold: the anomaly score above which ``target_alert_rate``
+   of the training rows lie;
+5. a model directory (``model.onnx`` + ``model.json``) and, when MLflow is
+   available, a run with the parameters, metrics and files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from udfs.features import FEATURE_NAMES
+from udfs.explain import SKLEARN_FILE
+from udfs.scoring import ModelMetadata, Scorer
+
+from .dataset import compute_features, load_handbook
+from .export import export_onnx
+
+logger = logging.getLogger(__name__)
+
+# The forest sees the card's behaviour and the terminal's delayed risk.
+MODEL_FEATURES = (
+    "amount",
+    "c_count_1h",
+    "c_count_1d",
+    "c_mean_7d",
+    "c_mean_30d",
+    "c_std_30d",
+    "c_amount_ratio_30d",
+    "c_amount_zscore_30d",
+    "c_secs_since_prev",
+    "t_count_1d",
+    "t_risk_7d",
+    "t_risk_30d",
+)
+PARITY_TOLERANCE = 1e-5
+RISK_QUANTILES = 1001
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    history_from: str = "2018-04-01"
+    train_from: str = "2018-05-01"
+    train_to: str = "2018-07-01"
+    label_delay_days: int = 7
+    n_estimators: int = 100
+    max_samples: int = 256
+    target_alert_rate: float = 0.005
+    seed: int = 7
+    features: tuple[str, ...] = MODEL_FEATURES
+
+    def __post_init__(self):
+        if not 0 < self.target_alert_rate < 1:
+            raise ValueError(
+                f"target_alert_rate must be in (0, 1), got {self.target_alert_rate}"
+            )
+        unknown = set(self.features) - set(FEATURE_NAMES)
+        if unknown:
+            raise ValueError(f"features {sorted(unknown)} are not defined in udfs.features")
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    model_dir: Path
+    metadata: ModelMetadata
+    metrics: dict[str, float]
+
+
+def train(files, model_dir: str | Path, config: TrainingConfig, progress: bool = True):
+    """Train, export and check a model; write it to ``model_dir``."""
+    started = time.monotonic()
+    frame = load_handbook(files, config.history_from, config.train_to)
+    matrix, duplicates, _ = compute_features(
+        frame, config.label_delay_days, use_feedback=True, progress=progress
+    )
+    in_training = (frame["event_time_ms"].to_numpy() >= _ms(config.train_from)) & ~duplicates
+    columns = [FEATURE_NAMES.index(name) for name in config.features]
+    x = matrix[in_training][:, columns]
+    y = frame["label"].to_numpy()[in_training]
+    logger.info("training on %d rows, %d features", len(x), x.shape[1])
+
+    forest = IsolationForest(
+        n_estimators=config.n_estimators,
+        max_samples=config.max_samples,
+        random_state=config.seed,
+        n_jobs=1,
+    ).fit(x)
+    scores = -forest.score_samples(x)
+    threshold = choose_threshold(scores, config.target_alert_rate)
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    onnx_bytes = export_onnx(forest, len(config.features))
+    version = _version(onnx_bytes)
+    metadata = ModelMetadata(
+        version=version,
+        feature_names=tuple(config.features),
+        threshold=threshold,
+        risk_quantiles=tuple(np.quantile(scores, np.linspace(0, 1, RISK_QUANTILES))),
+        graph="skl2onnx",
+        offset=float(forest.offset_),
+        n_estimators=config.n_estimators,
+        max_samples=int(forest.max_samples_),
+    )
+    (model_dir / "model.onnx").write_bytes(onnx_bytes)
+    joblib.dump(forest, model_dir / SKLEARN_FILE)
+    metadata.write(model_dir / "model.json")
+
+    parity = check_parity(forest, Scorer(model_dir), x, threshold)
+    flagged = scores >= threshold
+    metrics = {
+        "train_rows": float(len(x)),
+        "train_auc_roc": float(roc_auc_score(y, scores)) if y.any() else float("nan"),
+        "train_average_precision": float(average_precision_score(y, scores))
+        if y.any()
+        else float("nan"),
+        "train_alert_rate": float(flagged.mean()),
+        "train_alert_precision": float(y[flagged].mean()) if flagged.any() else 0.0,
+        "onnx_max_abs_diff": parity,
+        "threshold": threshold,
+        "seconds": time.monotonic() - started,
+    }
+    logger.info("model %s written to %s: %s", version, model_dir, metrics)
+    return TrainingResult(model_dir, metadata, metrics)
+
+
+def choose_threshold(scores: np.ndarray, alert_rate: float) -> float:
+    """A score with ``alert_rate`` of ``scores`` at or above it.
+
+    The threshold sits halfway between two neighbouring training scores, so
+    no training row lies on it and float32/float64 rounding cannot flip a
+    decision.
+    """
+    ordered = np.sort(scores)
+    k = min(max(int(round(len(ordered) * (1.0 - alert_rate))), 1), len(ordered) - 1)
+    return float((ordered[k - 1] + ordered[k]) / 2.0)
+
+
+def check_parity(forest: IsolationForest, scorer: Scorer, x: np.ndarray, threshold: float):
+    """Largest score difference between ONNX and scikit-learn; raise if too big."""
+    expected = -forest.score_samples(x)
+    got = scorer.score(x)
+    worst = float(np.max(np.abs(expected - got))) if len(x) else 0.0
+    if worst > PARITY_TOLERANCE:
+        raise ValueError(
+            f"ONNX scores differ from scikit-learn by up to {worst:.3g} "
+            f"(tolerance {PARITY_TOLERANCE}); the export is not usable"
+        )
+    disagreements = int(np.sum((expected >= threshold) != (got >= threshold)))
+    if disagreements:
+        raise ValueError(
+            f"ONNX and scikit-learn flag {disagreements} rows differently at "
+            f"threshold {threshold:.6f}; move the threshold off a score tie"
+        )
+    return worst
+
+
+def _version(onnx_bytes: bytes) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"if-{stamp}-{hashlib.sha256(onnx_bytes).hexdigest()[:8]}"
+
+
+def _ms(iso_date: str) -> int:
+    import pandas as pd
+
+    return int(pd.Timestamp(iso_date, tz="UTC").value // 1_000_000)

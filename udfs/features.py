@@ -1,0 +1,332 @@
+"""Feature definitions shared by the streaming job and offline training.
+
+Every feature the model sees is computed here, by two small state machines:
+``CardFeatures`` for the history of one card (or customer, when the input has
+no card) and ``TerminalFeatures`` for the history of one terminal. The Flink
+job keeps one instance's state per key in keyed state; training replays the
+CSV through exactly the same classes in event-time order, so training and
+serving cannot disagree on what a feature means.
+
+Windows
+    Short windows (10 minutes, 1 hour, 1 day) are exact and sliding: they
+    hold the events with ``event_time`` in ``(t - length, t]`` where ``t`` is
+    the current event's time, the current event included. Long windows
+    (7 and 30 days) are aligned on UTC calendar days: the current day so far
+    plus the ``N - 1`` previous days. Day buckets keep the state of a key at a
+    few hundred bytes however busy the key is.
+
+History versus current event
+    Counts, sums and means include the current event, as in the handbook the
+    data comes from. The ratio and z-score compare the current amount with
+    the 30-day history *before* it, so a first transaction is never its own
+    baseline (ratio 1.0 and z-score 0.0 when there is no history).
+
+Terminal risk and label delay
+    A terminal's fraud risk over a window is the share of its transactions in
+    that window that are known to be fraudulent. Labels become known late
+    (chargebacks), so the window is shifted back by the label delay: with a
+    delay of 7 days, the 7-day risk on day ``D`` covers days
+    ``D - 13 .. D - 7``. Labels arrive as feedback events and are applied
+    with ``TerminalFeatures.add_feedback``.
+
+Late and out-of-order events are accepted: they update the buckets of their
+own day and the exact windows by their own time. Buckets older than the
+longest window plus the label delay are dropped on every update, so state
+stops growing once a key goes quiet; the job also clears idle keys by timer.
+
+Limitations: long windows have day granularity; duplicate detection remembers
+the transaction ids of the last day of a card only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MS_PER_SECOND = 1_000
+MS_PER_MINUTE = 60 * MS_PER_SECOND
+MS_PER_HOUR = 60 * MS_PER_MINUTE
+MS_PER_DAY = 24 * MS_PER_HOUR
+
+SHORT_WINDOWS_MS = {"10m": 10 * MS_PER_MINUTE, "1h": MS_PER_HOUR, "1d": MS_PER_DAY}
+LONG_WINDOWS_DAYS = (7, 30)
+RISK_WINDOWS_DAYS = (1, 7, 30)
+DEFAULT_LABEL_DELAY_DAYS = 7
+MAX_GAP_SECONDS = 30 * 24 * 3600.0
+NIGHT_END_HOUR = 6
+MAX_CARDS_PER_TERMINAL = 5_000
+MAX_PENDING_LABELS = 10_000
+
+CARD_FEATURES = (
+    "amount",
+    "c_count_10m",
+    "c_count_1h",
+    "c_count_1d",
+    "c_count_7d",
+    "c_count_30d",
+    "c_sum_1h",
+    "c_mean_1d",
+    "c_mean_7d",
+    "c_mean_30d",
+    "c_std_30d",
+    "c_amount_ratio_30d",
+    "c_amount_zscore_30d",
+    "c_secs_since_prev",
+    "is_night",
+    "is_weekend",
+)
+TERMINAL_FEATURES = (
+    "t_count_1d",
+    "t_count_7d",
+    "t_count_30d",
+    "t_risk_1d",
+    "t_risk_7d",
+    "t_risk_30d",
+    "t_new_for_card",
+)
+FEATURE_NAMES = CARD_FEATURES + TERMINAL_FEATURES
+FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def day_of(event_time_ms: int) -> int:
+    """Whole UTC days since the epoch."""
+    return event_time_ms // MS_PER_DAY
+
+
+def calendar_flags(event_time_ms: int) -> tuple[float, float]:
+    """``(is_night, is_weekend)`` of a UTC time: night is 00:00-05:59."""
+    day = day_of(event_time_ms)
+    hour = (event_time_ms % MS_PER_DAY) // MS_PER_HOUR
+    weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    return float(hour < NIGHT_END_HOUR), float(weekday >= 5)
+
+
+@dataclass(frozen=True)
+class CardUpdate:
+    """What a card's history says about one new transaction."""
+
+    duplicate: bool
+    features: dict[str, float]
+
+
+class CardFeatures:
+    """Sliding and day-bucketed aggregates of one card's amounts.
+
+    State (a plain tuple, cheap to pickle into Flink keyed state)::
+
+        (recent, days, last_time_ms)
+        recent: list of (event_time_ms, amount, transaction_id), last day,
+                sorted by time
+        days:   list of [day, count, sum, sum_of_squares], oldest first,
+                at most 30 entries
+
+    ``update`` returns the features of the transaction and the new state; a
+    transaction id already seen for this card within the last day is
+    reported as a duplicate and leaves the state unchanged.
+    """
+
+    @staticmethod
+    def empty() -> tuple:
+        return ([], [], None)
+
+    @staticmethod
+    def update(state: tuple | None, transaction_id, event_time_ms: int, amount: float):
+        recent, days, last_time = state if state is not None else CardFeatures.empty()
+        if any(entry[2] == transaction_id for entry in recent):
+            return CardUpdate(True, {}), (recent, days, last_time)
+
+        newest = max(event_time_ms, last_time if last_time is not None else event_time_ms)
+        horizon = newest - SHORT_WINDOWS_MS["1d"]
+        recent = [entry for entry in recent if entry[0] > horizon]
+        bisect.insort(recent, (event_time_ms, amount, transaction_id))
+
+        history = _long_window(days, day_of(event_time_ms), 30)
+        days = _add_to_day(days, day_of(event_time_ms), amount, keep_days=30)
+
+        features = {"amount": amount}
+        for label, length in SHORT_WINDOWS_MS.items():
+            in_window = [a for t, a, _ in recent if event_time_ms - length < t <= event_time_ms]
+            features[f"c_count_{label}"] = float(len(in_window))
+            if label == "1h":
+                features["c_sum_1h"] = float(sum(in_window))
+            if label == "1d":
+                features["c_mean_1d"] = sum(in_window) / len(in_window)
+        for length in LONG_WINDOWS_DAYS:
+            count, total, _ = _long_window(days, day_of(event_time_ms), length)
+            features[f"c_count_{length}d"] = float(count)
+            features[f"c_mean_{length}d"] = total / count
+        count30, total30, squares30 = _long_window(days, day_of(event_time_ms), 30)
+        features["c_std_30d"] = _std(count30, total30, squares30)
+
+        h_count, h_total, h_squares = history
+        if h_count > 0:
+            h_mean = h_total / h_count
+            h_std = _std(h_count, h_total, h_squares)
+            features["c_amount_ratio_30d"] = amount / h_mean if h_mean > 0 else 1.0
+            features["c_amount_zscore_30d"] = (
+                (amount - h_mean) / h_std if h_std > 0 else 0.0
+            )
+        else:
+            features["c_amount_ratio_30d"] = 1.0
+            features["c_amount_zscore_30d"] = 0.0
+
+        if last_time is None or event_time_ms < last_time:
+            gap = MAX_GAP_SECONDS if last_time is None else 0.0
+        else:
+            gap = min((event_time_ms - last_time) / MS_PER_SECOND, MAX_GAP_SECONDS)
+        features["c_secs_since_prev"] = gap
+        features["is_night"], features["is_weekend"] = calendar_flags(event_time_ms)
+        return CardUpdate(False, features), (recent, days, newest)
+
+
+class TerminalFeatures:
+    """Day-bucketed counts and delayed fraud risk of one terminal.
+
+    State::
+
+        (days, cards, pending)
+        days:    list of [day, count, known_frauds], oldest first
+        cards:   dict card_id -> last day seen (cards of the last 30 days)
+        pending: list of (known_at_ms, day): fraud labels not yet known
+
+    ``t_new_for_card`` is 1.0 when the card has not used this terminal in
+    the previous 30 days. A terminal remembers at most
+    ``MAX_CARDS_PER_TERMINAL`` cards, the most recent ones; beyond that an
+    old card counts as new.
+    """
+
+    def __init__(self, label_delay_days: int = DEFAULT_LABEL_DELAY_DAYS):
+        if label_delay_days < 0:
+            raise ValueError(
+                f"label_delay_days must be >= 0, got {label_delay_days}; "
+                "use the delay after which fraud labels are known"
+            )
+        self.label_delay_days = label_delay_days
+        self.keep_days = max(LONG_WINDOWS_DAYS) + label_delay_days
+
+    @staticmethod
+    def empty() -> tuple:
+        return ([], {}, [])
+
+    def update(self, state: tuple | None, card_id, event_time_ms: int):
+        days, cards, pending = state if state is not None else self.empty()
+        today = day_of(event_time_ms)
+        days = _count_in_day(days, today, keep_days=self.keep_days)
+        if pending:
+            days, pending = _apply_known_labels(days, pending, event_time_ms)
+
+        features = {}
+        for length in RISK_WINDOWS_DAYS:
+            count, _ = _terminal_window(days, today, length, shift=0)
+            features[f"t_count_{length}d"] = float(count)
+            shifted_count, frauds = _terminal_window(
+                days, today, length, shift=self.label_delay_days
+            )
+            features[f"t_risk_{length}d"] = frauds / shifted_count if shifted_count else 0.0
+
+        last_seen = cards.get(card_id)
+        features["t_new_for_card"] = float(last_seen is None or today - last_seen >= 30)
+        if last_seen is None or today > last_seen:
+            cards[card_id] = today
+        if len(cards) > MAX_CARDS_PER_TERMINAL or last_seen is None:
+            cards = _recent_cards(cards, today)
+        return features, (days, cards, pending)
+
+    def add_feedback(self, state: tuple | None, event_time_ms: int, known_at_ms: int):
+        """Record that a past transaction of this terminal was fraudulent.
+
+        The label counts from ``known_at_ms`` on: it is applied by the first
+        update at or after that time, whatever order the feedback and the
+        transactions arrive in.
+        """
+        days, cards, pending = state if state is not None else self.empty()
+        pending = pending + [(known_at_ms, day_of(event_time_ms))]
+        if len(pending) > MAX_PENDING_LABELS:
+            pending = sorted(pending)[-MAX_PENDING_LABELS:]
+        return (days, cards, pending)
+
+
+def _apply_known_labels(days: list, pending: list, now_ms: int):
+    still_pending = []
+    for known_at, day in pending:
+        if known_at > now_ms:
+            still_pending.append((known_at, day))
+            continue
+        for bucket in days:
+            if bucket[0] == day:
+                bucket[2] += 1
+                break
+    return days, still_pending
+
+
+def _add_to_day(days: list, day: int, amount: float, keep_days: int) -> list:
+    """Add one amount to its card day bucket; drop buckets out of the horizon."""
+    newest = max(day, days[-1][0]) if days else day
+    if day <= newest - keep_days:
+        return days  # older than every window: nothing to record
+    days = [b for b in days if b[0] > newest - keep_days]
+    for bucket in days:
+        if bucket[0] == day:
+            bucket[1] += 1
+            bucket[2] += amount
+            bucket[3] += amount * amount
+            return days
+    bisect.insort(days, [day, 1, amount, amount * amount])
+    return days
+
+
+def _count_in_day(days: list, day: int, keep_days: int) -> list:
+    """Count one event in its terminal day bucket; drop old buckets."""
+    newest = max(day, days[-1][0]) if days else day
+    if day <= newest - keep_days:
+        return days
+    days = [b for b in days if b[0] > newest - keep_days]
+    for bucket in days:
+        if bucket[0] == day:
+            bucket[1] += 1
+            return days
+    bisect.insort(days, [day, 1, 0])
+    return days
+
+
+def _recent_cards(cards: dict, today: int) -> dict:
+    """Cards seen in the last 30 days, at most MAX_CARDS_PER_TERMINAL of them."""
+    kept = {c: d for c, d in cards.items() if today - d < 30}
+    if len(kept) > MAX_CARDS_PER_TERMINAL:
+        newest = sorted(kept.items(), key=lambda item: item[1])
+        kept = dict(newest[-MAX_CARDS_PER_TERMINAL:])
+    return kept
+
+
+def _long_window(days: list, today: int, length: int) -> tuple[int, float, float]:
+    count = total = squares = 0
+    for day, c, s, q in days:
+        if today - length < day <= today:
+            count += c
+            total += s
+            squares += q
+    return count, total, squares
+
+
+def _terminal_window(days: list, today: int, length: int, shift: int):
+    count = frauds = 0
+    last = today - shift
+    for day, c, f in days:
+        if last - length < day <= last:
+            count += c
+            frauds += f
+    return count, frauds
+
+
+def _std(count: float, total: float, squares: float) -> float:
+    if count < 2:
+        return 0.0
+    variance = (squares - total * total / count) / (count - 1)
+    return math.sqrt(variance) if variance > 0 else 0.0
+
+
+def feature_vector(features: dict[str, float], names: Sequence[str] = FEATURE_NAMES):
+    """The features in model order, as a list of floats."""
+    return [float(features[name]) for name in names]
