@@ -1,0 +1,230 @@
+"""The ``txwatch`` command line.
+
+Every subcommand reads the YAML settings (``--config``, default
+``conf/txwatch.yaml``) and takes secrets from the environment only:
+``TXWATCH_ADMIN_PASSWORD``, ``TXWATCH_WRITER_PASSWORD`` and
+``TXWATCH_ANALYST_PASSWORD`` (``make`` loads them from ``.run/secrets.env``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+from txwatch.config import PROJECT_ROOT, Settings, load
+
+DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "handbook"
+
+
+def _data_dir(args) -> Path:
+    return Path(args.data_dir or os.environ.get("TXWATCH_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def _secrets(settings: Settings) -> dict[str, str]:
+    pg = settings.postgres
+    return {
+        "admin": Settings.secret(pg.admin_password_env),
+        "writer": Settings.secret(pg.writer_password_env),
+        "analyst": Settings.secret(pg.analyst_password_env),
+    }
+
+
+def cmd_db(args, settings: Settings) -> int:
+    from txwatch import db
+
+    secrets = _secrets(settings)
+    pg = settings.postgres
+    report = db.migrate(
+        pg, secrets["admin"], {pg.writer_user: secrets["writer"],
+                               pg.analyst_user: secrets["analyst"]},
+        force_postgres=args.plain_postgres,
+    )
+    print(f"database {pg.database}: path taken {report.path_taken}")
+    print(f"  applied: {', '.join(report.applied) or 'nothing new'}")
+    if args.partitions_from:
+        created = db.ensure_partitions(
+            pg, secrets["admin"], date.fromisoformat(args.partitions_from),
+            date.fromisoformat(args.partitions_to or args.partitions_from),
+        )
+        print(f"  partitions created: {created}")
+    return 0
+
+
+def cmd_topics(args, settings: Settings) -> int:
+    from txwatch import topics
+
+    created = topics.ensure_topics(settings.kafka, reset=args.reset)
+    print(f"topics created: {', '.join(created) or 'none (all existed)'}")
+    return 0
+
+
+def cmd_train(args, settings: Settings) -> int:
+    from training.dataset import data_files
+    from training.train import TrainingConfig, train
+
+    config = TrainingConfig(
+        history_from=args.history_from, train_from=args.train_from, train_to=args.train_to,
+        target_alert_rate=args.alert_rate, n_estimators=args.trees, seed=args.seed,
+        label_delay_days=settings.job.label_delay_days,
+    )
+    model_dir = Path(args.model_dir) if args.model_dir else settings.path(settings.job.model_dir)
+    result = train(data_files(_data_dir(args)), model_dir, config)
+    print(f"model {result.metadata.version} written to {model_dir}")
+    for name, value in result.metrics.items():
+        print(f"  {name:<26}{value:.6g}")
+    if args.track:
+        from training.tracking import log_training_run
+
+        run_id, version = log_training_run(result, config, tracking_uri=args.tracking_uri)
+        print(f"  MLflow run {run_id}, registered version {version}")
+    return 0
+
+
+def cmd_replay(args, settings: Settings) -> int:
+    from training.dataset import data_files, load_handbook
+    from txwatch.replay import make_producer, replay
+
+    frame = load_handbook(data_files(_data_dir(args)), args.start, args.end)
+    if args.limit:
+        frame = frame.head(args.limit)
+    producer = make_producer(settings.kafka.bootstrap_servers)
+    report = replay(
+        producer, frame, settings.kafka.topics.transactions,
+        None if args.no_feedback else settings.kafka.topics.feedback,
+        settings.job.label_delay_days, rate=args.rate,
+    )
+    producer.close()
+    print(f"sent {report.transactions:,} transactions and {report.feedback:,} labels "
+          f"in {report.seconds:.1f}s ({report.rate:,.0f}/s)")
+    return 0
+
+
+def cmd_job(args, settings: Settings) -> int:
+    from jobs.pipeline import main as job_main
+
+    return job_main(args.job_args)
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from training.dataset import data_files
+    from txwatch.demo import DemoPlan, run_demo
+
+    plan = DemoPlan(
+        data_files=data_files(_data_dir(args)),
+        parallelism=args.parallelism,
+        retrain=args.retrain,
+    )
+    summary = run_demo(settings, plan, _secrets(settings))
+    print(summary.render())
+    out = PROJECT_ROOT / ".run" / "demo-summary.json"
+    out.write_text(json.dumps(summary.as_dict(), indent=2))
+    print(f"\n(summary also written to {out.relative_to(PROJECT_ROOT)})")
+    consistent = summary.accounted and summary.alerts_kafka == summary.alerts_table
+    return 0 if consistent else 1
+
+
+def cmd_summary(args, settings: Settings) -> int:
+    from txwatch import db
+    from txwatch.summary import collect
+
+    conn = db.connect(settings.postgres, settings.postgres.admin_user, _secrets(settings)["admin"])
+    print(collect(settings, conn).render())
+    conn.close()
+    return 0
+
+
+def _passthrough(module: str, function: str):
+    def run(args, settings) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(args.rest)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="txwatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="settings YAML (default conf/txwatch.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("db", help="apply migrations and create partitions")
+    p.add_argument("--partitions-from", help="first day (YYYY-MM-DD) to partition")
+    p.add_argument("--partitions-to", help="last day (YYYY-MM-DD) to partition")
+    p.add_argument("--plain-postgres", action="store_true",
+                   help="take the plain PostgreSQL path even if TimescaleDB is available")
+    p.set_defaults(run=cmd_db)
+
+    p = sub.add_parser("topics", help="create the Kafka topics")
+    p.add_argument("--reset", action="store_true", help="delete and recreate them")
+    p.set_defaults(run=cmd_topics)
+
+    p = sub.add_parser("train", help="train, export and check a model")
+    p.add_argument("--data-dir")
+    p.add_argument("--model-dir")
+    p.add_argument("--history-from", default="2018-04-01")
+    p.add_argument("--train-from", default="2018-05-01")
+    p.add_argument("--train-to", default="2018-07-01", help="exclusive")
+    p.add_argument("--alert-rate", type=float, default=0.005)
+    p.add_argument("--trees", type=int, default=100)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--track", action="store_true", help="log the run to MLflow")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("replay", help="replay handbook CSV rows into Kafka")
+    p.add_argument("--data-dir")
+    p.add_argument("--from", dest="start", required=True, help="first day, inclusive")
+    p.add_argument("--to", dest="end", required=True, help="last day, exclusive")
+    p.add_argument("--rate", type=float, help="messages a second (default: as fast as possible)")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--no-feedback", action="store_true")
+    p.set_defaults(run=cmd_replay)
+
+    p = sub.add_parser("job", help="run the streaming job (options: txwatch job -- --help)")
+    p.add_argument("job_args", nargs=argparse.REMAINDER)
+    p.set_defaults(run=cmd_job)
+
+    p = sub.add_parser("demo", help="the end-to-end demo on the handbook data")
+    p.add_argument("--data-dir")
+    p.add_argument("--parallelism", type=int, default=1)
+    p.add_argument("--retrain", action="store_true")
+    p.set_defaults(run=cmd_demo)
+
+    p = sub.add_parser("summary", help="counts of the current topics and tables")
+    p.set_defaults(run=cmd_summary)
+
+    for name, module, function, text in (
+        ("evaluate", "training.evaluate", "main", "offline evaluation on the handbook protocol"),
+        ("report", "txwatch.report", "main_report", "HTML report from the database"),
+        ("query", "txwatch.queries", "main_queries", "run a ready analyst query"),
+        ("rules", "training.backtest", "main", "rule tools: backtest"),
+    ):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(run=_passthrough(module, function))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command in ("train", "demo"):
+        logging.getLogger("training").setLevel(logging.INFO)
+    settings = load(args.config)
+    try:
+        return args.run(args, settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

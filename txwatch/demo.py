@@ -1,0 +1,147 @@
+"""The end-to-end demo on the bundled handbook data.
+
+Steps, each printed as it starts:
+
+1. database migrations and daily partitions; sink tables emptied;
+2. Kafka topics created afresh;
+3. a model trained on April-June (kept in ``.run/model`` for later runs);
+4. the job started (local Flink mini-cluster, its own process);
+5. June (warm-up: fills the 30-day windows) and July replayed into Kafka,
+   with fraud labels as delayed feedback and a few bad messages and
+   duplicates mixed in;
+6. wait until every transaction read is scored or dead-lettered and the
+   alerts are committed to Kafka; stop the job;
+7. the summary: counts, throughput and quality on July against the labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from txwatch import db, topics
+from txwatch.config import PROJECT_ROOT, Settings
+from txwatch.corpus import bad_messages
+from txwatch.replay import make_producer, replay
+from txwatch.runner import JobProcess, wait_until
+from txwatch.summary import RunSummary, collect, scored_count
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    data_files: list[Path]
+    train_from: str = "2018-05-01"
+    train_to: str = "2018-07-01"
+    warmup_from: str = "2018-06-01"
+    replay_from: str = "2018-07-01"
+    replay_to: str = "2018-08-01"
+    duplicates: int = 25
+    parallelism: int = 1
+    timeout_s: float = 3_600.0
+    retrain: bool = False
+
+
+def say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> RunSummary:
+    from training.dataset import load_handbook
+    from training.train import TrainingConfig, train
+
+    admin = secrets["admin"]
+    say("database: migrations and partitions")
+    report = db.migrate(
+        settings.postgres,
+        admin,
+        {settings.postgres.writer_user: secrets["writer"],
+         settings.postgres.analyst_user: secrets["analyst"]},
+    )
+    print(f"   path taken: {report.path_taken}; applied {report.applied or 'nothing new'}")
+    db.ensure_partitions(settings.postgres, admin, date(2018, 4, 1), date(2018, 8, 15))
+    conn = db.connect(settings.postgres, settings.postgres.admin_user, admin)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE scored_transactions, alerts")
+
+    say("kafka: fresh topics")
+    topics.ensure_topics(settings.kafka, reset=True)
+
+    model_dir = settings.path(settings.job.model_dir)
+    if plan.retrain or not (model_dir / "model.json").exists():
+        say(f"training: Isolation Forest on {plan.train_from} .. {plan.train_to}")
+        result = train(
+            plan.data_files,
+            model_dir,
+            TrainingConfig(train_from=plan.train_from, train_to=plan.train_to),
+        )
+        print(f"   model {result.metadata.version}: threshold {result.metadata.threshold:.4f}, "
+              f"ONNX vs scikit-learn max diff {result.metrics['onnx_max_abs_diff']:.2g}")
+    else:
+        print(f"   using the model in {model_dir.relative_to(PROJECT_ROOT)}")
+
+    say("loading the replay window")
+    frame = load_handbook(plan.data_files, plan.warmup_from, plan.replay_to)
+    extra = [message for message, _ in bad_messages()]
+    duplicates = frame[frame["event_time_ms"] >= _ms(plan.replay_from)].head(plan.duplicates)
+
+    say(f"job: starting (parallelism {plan.parallelism})")
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    job = JobProcess(
+        ["--parallelism", str(plan.parallelism), "--name", "txwatch-demo",
+         "--transactional-prefix", f"txwatch-demo-{stamp}"],
+        PROJECT_ROOT / ".run" / "logs" / "demo-job.log",
+    ).start()
+    try:
+        say(f"replay: {plan.warmup_from} .. {plan.replay_to} into Kafka")
+        started = time.monotonic()
+        producer = make_producer(settings.kafka.bootstrap_servers)
+        sent = replay(producer, frame, settings.kafka.topics.transactions,
+                      settings.kafka.topics.feedback, settings.job.label_delay_days,
+                      extra=extra)
+        from txwatch.replay import to_messages
+        for key, value in to_messages(duplicates):
+            producer.send(settings.kafka.topics.transactions, key=key, value=value)
+        producer.flush()
+        producer.close()
+        total = sent.transactions + len(duplicates)
+        print(f"   sent {total:,} messages ({sent.rate:,.0f}/s), "
+              f"{sent.feedback:,} feedback labels")
+
+        say("waiting for the job to score everything")
+        wait_until(
+            lambda: scored_count(conn) >= len(frame),
+            plan.timeout_s,
+            "scoring of every valid transaction",
+            interval=5.0,
+            alive=job.running,
+            on_poll=lambda: print(f"   scored {scored_count(conn):,} / {len(frame):,}",
+                                  flush=True),
+        )
+        seconds = time.monotonic() - started
+
+        def settled() -> bool:
+            s = collect(settings, conn)
+            return s.accounted and s.alerts_kafka >= s.alerts_table
+
+        wait_until(settled, 120.0, "dead letters and alerts committed to Kafka",
+                   interval=5.0, alive=job.running)
+    finally:
+        job.stop()
+
+    say("summary")
+    labels = frame[["transaction_id", "event_time_ms", "label"]]
+    summary = collect(settings, conn, labels, seconds, quality_from_ms=_ms(plan.replay_from))
+    conn.close()
+    return summary
+
+
+def _ms(iso_date: str) -> int:
+    import pandas as pd
+
+    return int(pd.Timestamp(iso_date, tz="UTC").value // 1_000_000)

@@ -1,0 +1,153 @@
+"""What a run did: counts from Kafka and PostgreSQL, quality against labels.
+
+``collect`` reads the transactions and dead-letter topics (committed
+messages only), the sink tables and, for quality, the labels of the CSV
+rows in the evaluated window. The job never sees those labels except as
+delayed feedback; here they only grade its alerts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from txwatch import topics
+from txwatch.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    read: int
+    scored_rows: int
+    dead_lettered: int
+    dead_letter_reasons: dict[str, int]
+    alerts_table: int
+    alerts_kafka: int
+    duplicate_alerts_kafka: int
+    late_rows: int
+    seconds: float | None = None
+    quality: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accounted(self) -> bool:
+        return self.read == self.scored_rows + self.dead_lettered
+
+    @property
+    def throughput(self) -> float | None:
+        return self.scored_rows / self.seconds if self.seconds else None
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["accounted"] = self.accounted
+        out["throughput_per_second"] = self.throughput
+        return out
+
+    def render(self) -> str:
+        check = "yes" if self.accounted else "NO"
+        lines = [
+            "txwatch run summary",
+            f"  transactions read            {self.read:>10,}",
+            f"  scored (rows in PostgreSQL)  {self.scored_rows:>10,}",
+            f"  dead-lettered                {self.dead_lettered:>10,}",
+            f"  read = scored + dead-letters {check:>10}",
+        ]
+        for reason, count in sorted(self.dead_letter_reasons.items()):
+            lines.append(f"    {reason:<28}{count:>8,}")
+        lines += [
+            f"  late (scored, marked late)   {self.late_rows:>10,}",
+            f"  alerts in PostgreSQL         {self.alerts_table:>10,}",
+            f"  alerts in Kafka (committed)  {self.alerts_kafka:>10,}",
+            f"  alerts repeated in Kafka     {self.duplicate_alerts_kafka:>10,}",
+        ]
+        if self.seconds:
+            lines.append(f"  wall time                    {self.seconds:>9.1f}s")
+            lines.append(f"  throughput                   {self.throughput:>9,.0f}/s")
+        for name, value in self.quality.items():
+            lines.append(f"  {name:<29}{value:>10.4g}")
+        return "\n".join(lines)
+
+
+def scored_count(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM scored_transactions")
+        return int(cur.fetchone()[0])
+
+
+def collect(
+    settings: Settings,
+    conn,
+    labels: pd.DataFrame | None = None,
+    seconds: float | None = None,
+    quality_from_ms: int | None = None,
+) -> RunSummary:
+    """Counts of one run; ``labels`` (transaction_id, label) grades the alerts."""
+    kafka = settings.kafka
+    read = topics.end_offsets_total(kafka.bootstrap_servers, kafka.topics.transactions)
+    dead = [json.loads(m) for m in topics.read_committed(
+        kafka.bootstrap_servers, kafka.topics.dead_letters)]
+    reasons = Counter(d.get("reason", "?") for d in dead)
+    dead_tx = sum(1 for d in dead if d.get("stage") != "feedback")
+    alerts = [json.loads(m) for m in topics.read_committed(
+        kafka.bootstrap_servers, kafka.topics.alerts)]
+    alert_ids = Counter(a["transaction_id"] for a in alerts)
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE is_late) FROM scored_transactions")
+        scored, late = (int(v) for v in cur.fetchone())
+        cur.execute("SELECT count(*) FROM alerts")
+        alerts_table = int(cur.fetchone()[0])
+
+    summary = RunSummary(
+        read=read,
+        scored_rows=scored,
+        dead_lettered=dead_tx,
+        dead_letter_reasons=dict(reasons),
+        alerts_table=alerts_table,
+        alerts_kafka=len(alerts),
+        duplicate_alerts_kafka=sum(c - 1 for c in alert_ids.values() if c > 1),
+        late_rows=late,
+        seconds=seconds,
+    )
+    if labels is not None:
+        summary.quality = quality(conn, labels, quality_from_ms)
+    return summary
+
+
+def quality(conn, labels: pd.DataFrame, from_ms: int | None = None) -> dict[str, float]:
+    """Precision, recall and alert rate of the stored alerts on labelled rows."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT transaction_id, is_alert, score FROM scored_transactions "
+            "WHERE event_time >= to_timestamp(%s / 1000.0)",
+            ((from_ms or 0),),
+        )
+        rows = cur.fetchall()
+    scored = pd.DataFrame(rows, columns=["transaction_id", "is_alert", "score"])
+    truth = labels.assign(transaction_id=labels["transaction_id"].astype(str))
+    if from_ms is not None:
+        truth = truth[truth["event_time_ms"] >= from_ms]
+    merged = truth.merge(scored, on="transaction_id", how="inner")
+    if merged.empty:
+        return {}
+    flagged = merged["is_alert"].to_numpy(dtype=bool)
+    fraud = merged["label"].to_numpy(dtype=bool)
+    true_positives = int(np.sum(flagged & fraud))
+    out = {
+        "evaluated rows": float(len(merged)),
+        "alert rate": float(flagged.mean()),
+        "precision": true_positives / flagged.sum() if flagged.any() else 0.0,
+        "recall": true_positives / fraud.sum() if fraud.any() else 0.0,
+    }
+    if fraud.any() and not fraud.all():
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        out["AUC-ROC (score)"] = float(roc_auc_score(fraud, merged["score"]))
+        out["average precision"] = float(average_precision_score(fraud, merged["score"]))
+    return out
