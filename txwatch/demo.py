@@ -88,7 +88,7 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
     say("loading the replay window")
     frame = load_handbook(plan.data_files, plan.warmup_from, plan.replay_to)
     extra = [message for message, _ in bad_messages()]
-    duplicates = frame[frame["event_time_ms"] >= _ms(plan.replay_from)].head(plan.duplicates)
+    duplicates = frame.tail(plan.duplicates)  # within the one-day duplicate horizon
 
     say(f"job: starting (parallelism {plan.parallelism})")
     stamp = time.strftime("%Y%m%d%H%M%S")

@@ -1,0 +1,121 @@
+import pickle
+
+import numpy as np
+import pytest
+
+from training.dataset import compute_features
+from udfs.features import (
+    FEATURE_NAMES,
+    MS_PER_DAY,
+    MS_PER_MINUTE,
+    CardFeatures,
+    TerminalFeatures,
+    calendar_flags,
+)
+
+T0 = 1_530_403_200_000  # 2018-07-01T00:00:00Z, a Sunday
+
+
+def run_card(events):
+    state, out = None, []
+    for i, (t, amount) in enumerate(events):
+        update, state = CardFeatures.update(state, f"tx{i}", t, amount)
+        out.append(update.features)
+    return out, state
+
+
+def test_short_windows_are_sliding_and_include_the_current_event():
+    events = [(T0, 10.0), (T0 + 5 * MS_PER_MINUTE, 20.0), (T0 + 11 * MS_PER_MINUTE, 30.0)]
+    out, _ = run_card(events)
+    assert out[1]["c_count_10m"] == 2
+    assert out[2]["c_count_10m"] == 2  # the first event is 11 minutes old
+    assert out[2]["c_count_1h"] == 3
+    assert out[2]["c_sum_1h"] == 60.0
+    assert out[2]["c_mean_1d"] == 20.0
+
+
+def test_long_windows_are_calendar_days():
+    events = [(T0 - 6 * MS_PER_DAY, 100.0), (T0 - 7 * MS_PER_DAY, 50.0), (T0, 10.0)]
+    events.sort()
+    out, _ = run_card(events)
+    last = out[-1]
+    assert last["c_count_7d"] == 2  # day -7 is outside days -6..0
+    assert last["c_count_30d"] == 3
+    assert last["c_mean_30d"] == pytest.approx(160.0 / 3)
+
+
+def test_ratio_compares_with_history_before_the_transaction():
+    events = [(T0 + i * MS_PER_DAY, 20.0) for i in range(5)] + [(T0 + 5 * MS_PER_DAY, 100.0)]
+    out, _ = run_card(events)
+    assert out[0]["c_amount_ratio_30d"] == 1.0  # no history: neutral
+    assert out[-1]["c_amount_ratio_30d"] == pytest.approx(5.0)
+    assert out[-1]["c_amount_zscore_30d"] == 0.0  # constant history has no spread
+
+
+def test_time_since_previous_is_capped_and_never_negative():
+    out, _ = run_card([(T0, 1.0), (T0 + 90_000, 1.0), (T0 + 10_000, 1.0)])
+    assert out[0]["c_secs_since_prev"] == 30 * 24 * 3600
+    assert out[1]["c_secs_since_prev"] == 90.0
+    assert out[2]["c_secs_since_prev"] == 0.0  # out of order
+
+
+def test_a_repeated_transaction_id_is_a_duplicate_and_leaves_state_unchanged():
+    update, state = CardFeatures.update(None, "a", T0, 5.0)
+    again, same = CardFeatures.update(state, "a", T0 + 1000, 5.0)
+    assert not update.duplicate and again.duplicate
+    assert pickle.dumps(same) == pickle.dumps(state)
+
+
+def test_card_state_stays_bounded_on_a_busy_card():
+    state = None
+    for i in range(20_000):
+        _, state = CardFeatures.update(state, i, T0 + i * 10 * MS_PER_MINUTE, 1.0)
+    recent, days, _ = state
+    assert len(days) <= 30
+    assert len(recent) <= 24 * 6 + 1
+    assert len(pickle.dumps(state)) < 20_000
+
+
+def test_terminal_risk_uses_only_labels_known_after_the_delay():
+    terminals = TerminalFeatures(label_delay_days=7)
+    state = None
+    _, state = terminals.update(state, "c1", T0)
+    state = terminals.add_feedback(state, T0, T0 + 7 * MS_PER_DAY)
+    features, state = terminals.update(state, "c2", T0 + 6 * MS_PER_DAY)
+    assert features["t_risk_7d"] == 0.0  # not known yet
+    features, state = terminals.update(state, "c2", T0 + 7 * MS_PER_DAY)
+    assert features["t_risk_7d"] == 1.0  # day 0 alone in days -6..0 shifted by 7
+    assert features["t_risk_30d"] == 1.0
+    assert features["t_new_for_card"] == 0.0
+
+
+def test_new_terminal_for_card_flag():
+    terminals = TerminalFeatures()
+    f1, state = terminals.update(None, "c1", T0)
+    f2, state = terminals.update(state, "c1", T0 + MS_PER_DAY)
+    f3, state = terminals.update(state, "c1", T0 + 40 * MS_PER_DAY)
+    assert (f1["t_new_for_card"], f2["t_new_for_card"], f3["t_new_for_card"]) == (1.0, 0.0, 1.0)
+
+
+def test_calendar_flags_are_utc():
+    assert calendar_flags(T0) == (1.0, 1.0)  # Sunday midnight
+    assert calendar_flags(T0 + MS_PER_DAY + 12 * 3_600_000) == (0.0, 0.0)  # Monday noon
+
+
+def test_offline_features_are_finite_on_real_data(april_frame):
+    matrix, duplicates, _ = compute_features(april_frame)
+    assert not duplicates.any()
+    assert matrix.shape == (len(april_frame), len(FEATURE_NAMES))
+    assert np.isfinite(matrix).all()
+
+
+def test_offline_features_continue_across_frames(april_frame):
+    whole, _, _ = compute_features(april_frame)
+    half = len(april_frame) // 2
+    first, _, store = compute_features(april_frame.iloc[:half])
+    second, _, _ = compute_features(april_frame.iloc[half:], store=store)
+    assert np.array_equal(np.vstack([first, second]), whole)
+
+
+def test_feature_names_are_unique():
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
