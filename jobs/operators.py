@@ -12,7 +12,6 @@ import logging
 import time
 
 from pyflink.common import Row, Types
-from pyflink.common.time import Time
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (
     KeyedCoProcessFunction,
@@ -20,6 +19,7 @@ from pyflink.datastream import (
     OutputTag,
     ProcessFunction,
 )
+from pyflink.common.time import Time
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from udfs.contract import ContractLimits, Rejection, parse
@@ -48,12 +48,20 @@ def dead_letter(reason: str, detail: str, stage: str, raw: str, transaction_id=N
 
 
 def _ttl(days: int) -> StateTtlConfig:
-    # Processing-time TTL: a key untouched for this long is dropped even if
-    # its timers were lost, so state stops growing with the number of keys.
+    """Processing-time TTL: a key untouched this long is dropped.
+
+    State therefore stops growing once the number of active keys does.
+    Expired entries are removed incrementally as state is accessed and from
+    full snapshots; PyFlink's default background clean-up is switched off
+    because its configuration cannot be built inside a cluster's workers.
+    """
     return (
         StateTtlConfig.new_builder(Time.days(days))
         .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
         .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+        .disable_cleanup_in_background()
+        .cleanup_incrementally(10, False)
+        .cleanup_full_snapshot()
         .build()
     )
 
@@ -114,6 +122,13 @@ class EventTime(TimestampAssigner):
         return value[1]
 
 
+class FeedbackTime(TimestampAssigner):
+    """Event time of a ``FEEDBACK`` row: that of the transaction it labels."""
+
+    def extract_timestamp(self, value, record_timestamp):
+        return value[2]
+
+
 class CardHistory(KeyedProcessFunction):
     """Keyed by card: card features, the late flag, and duplicate ids.
 
@@ -123,7 +138,7 @@ class CardHistory(KeyedProcessFunction):
     ``duplicate_transaction_id``.
     """
 
-    def __init__(self, ttl_days: int = 35):
+    def __init__(self, ttl_days: int = 31):
         self.ttl_days = ttl_days
 
     def open(self, runtime_context):
@@ -133,7 +148,8 @@ class CardHistory(KeyedProcessFunction):
         self.duplicates = runtime_context.get_metrics_group().counter("txwatch_duplicates")
 
     def process_element(self, value, ctx):
-        update, new_state = CardFeatures.update(self.state.value(), value[0], value[1], value[4])
+        state = self.state.value()
+        update, new_state = CardFeatures.update(state, value[0], value[1], value[4])
         if update.duplicate:
             self.duplicates.inc()
             yield DEAD_LETTERS, dead_letter(
@@ -158,9 +174,10 @@ class TerminalHistory(KeyedCoProcessFunction):
     they start as an empty JSON list.
     """
 
-    def __init__(self, label_delay_days: int, ttl_days: int = 45):
+    def __init__(self, label_delay_days: int):
         self.label_delay_days = label_delay_days
-        self.ttl_days = ttl_days
+        # A terminal's risk looks back 30 days behind the label delay.
+        self.ttl_days = 31 + label_delay_days
 
     def open(self, runtime_context):
         descriptor = ValueStateDescriptor("terminal", Types.PICKLED_BYTE_ARRAY())
@@ -169,12 +186,15 @@ class TerminalHistory(KeyedCoProcessFunction):
         self.terminals = TerminalFeatures(self.label_delay_days)
 
     def process_element1(self, value, ctx):
-        t_features, new_state = self.terminals.update(self.state.value(), value[2], value[1])
+        state = self.state.value()
+        t_features, new_state = self.terminals.update(state, value[2], value[1])
         self.state.update(new_state)
         terminal = [t_features[name] for name in TERMINAL_FEATURES]
         yield Row(*value[:8], "[]", *value[8:], *terminal)
 
     def process_element2(self, value, ctx):
+        # A label may overtake its own transaction (the two come from
+        # different topics), so it can be the first thing a terminal sees.
         self.state.update(self.terminals.add_feedback(self.state.value(), value[2], value[3]))
 
 

@@ -46,6 +46,7 @@ from jobs.operators import (
     DEAD_LETTERS,
     CardHistory,
     EventTime,
+    FeedbackTime,
     ParseFeedback,
     TerminalHistory,
     Validate,
@@ -98,11 +99,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
         Validate(settings.contract, job.max_lateness_ms), output_type=records.VALID
     ).name("validate").uid("validate")
     timed = valid.assign_timestamps_and_watermarks(
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_millis(job.max_out_of_orderness_ms)
-        )
-        .with_timestamp_assigner(EventTime())
-        .with_idleness(Duration.of_millis(job.idle_source_timeout_ms))
+        _watermarks(job, EventTime())
     ).name("event-time").uid("event-time")
 
     carded = (
@@ -123,9 +120,12 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
         .name("parse-feedback")
         .uid("parse-feedback")
     )
+    feedback_timed = feedback.assign_timestamps_and_watermarks(
+        _watermarks(job, FeedbackTime())
+    ).name("feedback-time").uid("feedback-time")
     featured = (
         carded.key_by(lambda row: row[3], key_type=Types.STRING())
-        .connect(feedback.key_by(lambda row: row[1], key_type=Types.STRING()))
+        .connect(feedback_timed.key_by(lambda row: row[1], key_type=Types.STRING()))
         .process(TerminalHistory(job.label_delay_days), output_type=records.FEATURED)
         .name("terminal-history")
         .uid("terminal-history")
@@ -151,6 +151,18 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
     statements.add_insert_sql(_insert_alerts("alerts_kafka"))
     statements.attach_as_datastream()
     return env
+
+
+def _watermarks(job, assigner) -> WatermarkStrategy:
+    # Idleness lets a quiet input (the feedback topic, an empty partition)
+    # stop holding back the watermark of the operators it feeds.
+    return (
+        WatermarkStrategy.for_bounded_out_of_orderness(
+            Duration.of_millis(job.max_out_of_orderness_ms)
+        )
+        .with_timestamp_assigner(assigner)
+        .with_idleness(Duration.of_millis(job.idle_source_timeout_ms))
+    )
 
 
 def configure(settings: Settings, options: JobOptions) -> StreamExecutionEnvironment:

@@ -17,9 +17,22 @@ export TZ=UTC
 
 prepare() {
     mkdir -p "$FLINK_CONF_DIR" "$FLINK_LOG_DIR"
-    cp conf/flink-cluster.yaml "$FLINK_CONF_DIR/config.yaml"
-    printf 'python:\n  executable: %s\n  client:\n    executable: %s\n' "$PY" "$PY" \
-        >> "$FLINK_CONF_DIR/config.yaml"
+    # The package's own config.yaml (JVM module options and defaults), with
+    # the project's settings laid over it.
+    "$PY" - "$FLINK_HOME/conf/config.yaml" conf/flink-cluster.yaml "$PY" \
+        > "$FLINK_CONF_DIR/config.yaml" <<'PYEOF'
+import sys, yaml
+def merge(base, extra):
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+base = yaml.safe_load(open(sys.argv[1])) or {}
+ours = yaml.safe_load(open(sys.argv[2]).read().replace("@PYTHON@", sys.argv[3]))
+print(yaml.safe_dump(merge(base, ours), sort_keys=False))
+PYEOF
     cp "$FLINK_HOME"/conf/log4j*.properties "$FLINK_HOME"/conf/logback*.xml "$FLINK_CONF_DIR/"
     echo "127.0.0.1:18081" > "$FLINK_CONF_DIR/masters"
     echo "127.0.0.1" > "$FLINK_CONF_DIR/workers"

@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS drift_metrics (
     reference_version text             NOT NULL,
     rows              bigint           NOT NULL,
     computed_at       timestamptz      NOT NULL DEFAULT now(),
-    CONSTRAINT drift_metrics_pkey PRIMARY KEY (window_start, feature, reference_version),
+    CONSTRAINT drift_metrics_pkey
+        PRIMARY KEY (window_start, feature, reference_version),
     CONSTRAINT drift_metrics_psi_check CHECK (psi >= 0),
     CONSTRAINT drift_metrics_rows_check CHECK (rows >= 0),
     CONSTRAINT drift_metrics_window_check CHECK (window_end > window_start)
@@ -69,7 +70,8 @@ CREATE TABLE IF NOT EXISTS model_versions (
 
 CREATE INDEX IF NOT EXISTS fraud_labels_terminal_idx
     ON fraud_labels (terminal_id, event_time DESC);
-CREATE INDEX IF NOT EXISTS fraud_labels_card_idx ON fraud_labels (card_id, event_time DESC);
+CREATE INDEX IF NOT EXISTS fraud_labels_card_idx
+    ON fraud_labels (card_id, event_time DESC);
 CREATE INDEX IF NOT EXISTS rule_hits_rule_idx ON rule_hits (rule_id, event_time DESC);
 CREATE INDEX IF NOT EXISTS rule_hits_card_idx ON rule_hits (card_id, event_time DESC);
 
@@ -100,8 +102,10 @@ COMMENT ON COLUMN rule_hits.rule_version IS
     'Version of the rule in force when it fired (1 or more).';
 COMMENT ON COLUMN rule_hits.mode IS
     'active (may alert) or shadow (recorded only) at the time of the hit.';
-COMMENT ON COLUMN rule_hits.severity IS 'Severity of the rule: low, medium, high or critical.';
-COMMENT ON COLUMN rule_hits.reason IS 'Why the rule fired, in words, with the values seen.';
+COMMENT ON COLUMN rule_hits.severity IS
+    'Severity of the rule: low, medium, high or critical.';
+COMMENT ON COLUMN rule_hits.reason IS
+    'Why the rule fired, in words, with the values seen.';
 COMMENT ON COLUMN rule_hits.card_id IS 'Card of the transaction.';
 COMMENT ON COLUMN rule_hits.terminal_id IS 'Terminal of the transaction.';
 
@@ -111,7 +115,8 @@ COMMENT ON TABLE drift_metrics IS
     'Rule of thumb: below 0.1 stable, 0.1 to 0.25 moderate, above 0.25 major.';
 COMMENT ON COLUMN drift_metrics.window_start IS 'Start of the window, inclusive (UTC).';
 COMMENT ON COLUMN drift_metrics.window_end IS 'End of the window, exclusive (UTC).';
-COMMENT ON COLUMN drift_metrics.feature IS 'Feature name, as in scored_transactions.features.';
+COMMENT ON COLUMN drift_metrics.feature IS
+    'Feature name, as in scored_transactions.features.';
 COMMENT ON COLUMN drift_metrics.psi IS
     'Population stability index of the window against the reference (0 or more).';
 COMMENT ON COLUMN drift_metrics.reference_version IS
@@ -126,7 +131,8 @@ COMMENT ON COLUMN model_versions.version IS
     'Model version, as in scored_transactions.model_version.';
 COMMENT ON COLUMN model_versions.alias IS
     'Role of the version (for example champion or challenger); unique, optional.';
-COMMENT ON COLUMN model_versions.registered_at IS 'When the version was registered, UTC.';
+COMMENT ON COLUMN model_versions.registered_at IS
+    'When the version was registered, UTC.';
 COMMENT ON COLUMN model_versions.threshold IS
     'Alert threshold on the score: an alert is raised when score >= threshold.';
 COMMENT ON COLUMN model_versions.notes IS 'Free text: training data, changes, caveats.';
@@ -145,7 +151,8 @@ BEGIN
         SELECT * FROM (VALUES
             ('schema_migrations', NULL,
              'Applied migrations, one row each; written by the migration tool.'),
-            ('schema_migrations', 'version', 'Number of the migration (NNN in its file name).'),
+            ('schema_migrations', 'version',
+             'Number of the migration (NNN in its file name).'),
             ('schema_migrations', 'name', 'Name of the migration (after NNN_).'),
             ('schema_migrations', 'variant',
              'Path the database took: timescaledb or postgresql.'),
@@ -158,8 +165,10 @@ BEGIN
              'When the transaction happened (event time, UTC).'),
             ('scored_transactions', 'card_id', 'Card that paid.'),
             ('scored_transactions', 'terminal_id', 'Terminal that took the payment.'),
-            ('scored_transactions', 'amount', 'Amount in the reporting currency (EUR).'),
-            ('scored_transactions', 'original_amount', 'Amount in the original currency.'),
+            ('scored_transactions', 'amount',
+             'Amount in the reporting currency (EUR).'),
+            ('scored_transactions', 'original_amount',
+             'Amount in the original currency.'),
             ('scored_transactions', 'currency', 'ISO code of the original currency.'),
             ('scored_transactions', 'is_late',
              'True when the event arrived after the watermark had passed it.'),
@@ -167,8 +176,10 @@ BEGIN
              'Anomaly score in (0, 1]; higher means more anomalous.'),
             ('scored_transactions', 'risk',
              'Share of training transactions less anomalous than this one, 0 to 1.'),
-            ('scored_transactions', 'is_alert', 'True when score >= the model threshold.'),
-            ('scored_transactions', 'model_version', 'Version of the model that scored it.'),
+            ('scored_transactions', 'is_alert',
+             'True when score >= the model threshold.'),
+            ('scored_transactions', 'model_version',
+             'Version of the model that scored it.'),
             ('scored_transactions', 'features',
              'Feature values the model saw, as a JSON object keyed by feature name.'),
             ('scored_transactions', 'rule_hits',
@@ -179,11 +190,13 @@ BEGIN
              'Transactions whose score reached the threshold, with the reasons: the '
              'features that pushed the score up most.'),
             ('alerts', 'transaction_id', 'Identifier of the transaction.'),
-            ('alerts', 'event_time', 'When the transaction happened (event time, UTC).'),
+            ('alerts', 'event_time',
+             'When the transaction happened (event time, UTC).'),
             ('alerts', 'card_id', 'Card that paid.'),
             ('alerts', 'terminal_id', 'Terminal that took the payment.'),
             ('alerts', 'amount', 'Amount in the reporting currency (EUR).'),
-            ('alerts', 'score', 'Anomaly score in (0, 1]; higher means more anomalous.'),
+            ('alerts', 'score',
+             'Anomaly score in (0, 1]; higher means more anomalous.'),
             ('alerts', 'risk',
              'Share of training transactions less anomalous than this one, 0 to 1.'),
             ('alerts', 'model_version', 'Version of the model that raised the alert.'),
@@ -194,19 +207,22 @@ BEGIN
             ('alerts', 'alerted_at', 'When the alert was written, UTC.'),
             ('scored_transactions_default', NULL,
              'Rows of scored_transactions for days without a daily partition.'),
-            ('alerts_default', NULL, 'Rows of alerts for days without a daily partition.')
+            ('alerts_default', NULL,
+             'Rows of alerts for days without a daily partition.')
         ) AS comments (relation, column_name, description)
     LOOP
         CONTINUE WHEN to_regclass(item.relation) IS NULL;
         IF item.column_name IS NULL THEN
             current_comment := obj_description(to_regclass(item.relation), 'pg_class');
             IF current_comment IS NULL THEN
-                EXECUTE format('COMMENT ON TABLE %I IS %L', item.relation, item.description);
+                EXECUTE format('COMMENT ON TABLE %I IS %L',
+                               item.relation, item.description);
             END IF;
         ELSE
             SELECT col_description(a.attrelid, a.attnum) INTO current_comment
             FROM pg_attribute a
-            WHERE a.attrelid = to_regclass(item.relation) AND a.attname = item.column_name;
+            WHERE a.attrelid = to_regclass(item.relation)
+              AND a.attname = item.column_name;
             IF FOUND AND current_comment IS NULL THEN
                 EXECUTE format('COMMENT ON COLUMN %I.%I IS %L',
                                item.relation, item.column_name, item.description);

@@ -136,7 +136,8 @@ COMMENT ON MATERIALIZED VIEW scores_hourly_by_terminal IS
 COMMENT ON COLUMN scores_hourly_by_terminal.bucket IS 'Start of the UTC hour.';
 COMMENT ON COLUMN scores_hourly_by_terminal.terminal_id IS 'Terminal.';
 COMMENT ON COLUMN scores_hourly_by_terminal.transactions IS 'Transactions scored.';
-COMMENT ON COLUMN scores_hourly_by_terminal.alerts IS 'Transactions that raised an alert.';
+COMMENT ON COLUMN scores_hourly_by_terminal.alerts IS
+    'Transactions that raised an alert.';
 COMMENT ON COLUMN scores_hourly_by_terminal.late IS
     'Transactions that arrived after the watermark.';
 COMMENT ON COLUMN scores_hourly_by_terminal.amount_total IS 'Sum of the amounts, EUR.';

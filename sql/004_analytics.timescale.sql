@@ -22,7 +22,8 @@
 -- 5. Retention: raw rows for 400 days, hourly aggregates for 1100 days.
 --    These are starting values; change one with
 --      SELECT remove_retention_policy('scored_transactions');
---      SELECT add_retention_policy('scored_transactions', drop_after => interval 'N days');
+--      SELECT add_retention_policy('scored_transactions',
+--                                  drop_after => interval 'N days');
 --    (and likewise compression with remove_/add_compression_policy, or adjust
 --    a schedule with alter_job). Keep drop_after longer than the refresh
 --    window so that a refresh never empties buckets whose raw rows were dropped.
@@ -176,7 +177,8 @@ COMMENT ON VIEW scores_hourly_by_terminal IS
 COMMENT ON COLUMN scores_hourly_by_terminal.bucket IS 'Start of the UTC hour.';
 COMMENT ON COLUMN scores_hourly_by_terminal.terminal_id IS 'Terminal.';
 COMMENT ON COLUMN scores_hourly_by_terminal.transactions IS 'Transactions scored.';
-COMMENT ON COLUMN scores_hourly_by_terminal.alerts IS 'Transactions that raised an alert.';
+COMMENT ON COLUMN scores_hourly_by_terminal.alerts IS
+    'Transactions that raised an alert.';
 COMMENT ON COLUMN scores_hourly_by_terminal.late IS
     'Transactions that arrived after the watermark.';
 COMMENT ON COLUMN scores_hourly_by_terminal.amount_total IS 'Sum of the amounts, EUR.';

@@ -35,6 +35,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 WINDOWS_DAYS = (1, 7, 30)
+INPUT_COLUMNS = (
+    "transaction_id",
+    "event_time_ms",
+    "card_id",
+    "terminal_id",
+    "amount",
+    "label",
+)
 NIGHT_LAST_HOUR = 6
 
 BASELINE_FEATURES = (
@@ -67,11 +75,7 @@ def baseline_features(
             f"delay_days must be >= 0, got {delay_days}; pass the number of "
             "days after which fraud labels are known"
         )
-    missing = {"transaction_id", "event_time_ms", "card_id", "terminal_id"} | {
-        "amount",
-        "label",
-    }
-    missing -= set(frame.columns)
+    missing = set(INPUT_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(
             f"frame lacks columns {sorted(missing)}; read it with "

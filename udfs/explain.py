@@ -59,6 +59,25 @@ _TEMPLATES = {
 }
 
 
+def _import_shap():
+    """Import shap, also inside PyFlink's Python workers.
+
+    Flink's Beam worker replaces ``print`` with a function of its own module;
+    numba (imported by shap) then looks that function up in its module by
+    name and fails. Making the lookup succeed changes nothing else.
+    """
+    import builtins
+    import sys
+
+    printer = builtins.print
+    module = sys.modules.get(getattr(printer, "__module__", "builtins"))
+    if module is not None and not hasattr(module, printer.__name__):
+        setattr(module, printer.__name__, printer)
+    import shap
+
+    return shap
+
+
 def render(name: str, value: float) -> str:
     """A sentence about one feature's value."""
     template = _TEMPLATES.get(name, name + " = {v:.3g}")
@@ -86,8 +105,8 @@ class Explainer:
 
     def __init__(self, model_dir: str | Path, metadata: ModelMetadata):
         import joblib
-        import shap
 
+        shap = _import_shap()
         self.metadata = metadata
         self.forest = joblib.load(Path(model_dir) / SKLEARN_FILE)
         self.tree_explainer = shap.TreeExplainer(self.forest)

@@ -86,8 +86,9 @@ class Stack:
         )
 
 
-def make_config(tmp_path: Path, prefix: str, **job_overrides) -> Path:
+def make_config(tmp_path: Path, prefix: str, partitions: int = 2, **job_overrides) -> Path:
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["kafka"]["partitions"] = partitions
     raw["kafka"]["topics"] = {k: f"{prefix}.{v}" for k, v in raw["kafka"]["topics"].items()}
     raw["kafka"]["consumer_group"] = f"{prefix}-job"
     raw["postgres"]["database"] = prefix.replace("-", "_")
@@ -100,9 +101,11 @@ def make_config(tmp_path: Path, prefix: str, **job_overrides) -> Path:
 
 
 @pytest.fixture
-def stack(tmp_path, secrets):
+def stack(request, tmp_path, secrets):
+    """Own topics and database; ``@pytest.mark.partitions(n)`` sets the topics' size."""
+    marker = request.node.get_closest_marker("partitions")
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    config_path = make_config(tmp_path, prefix)
+    config_path = make_config(tmp_path, prefix, partitions=marker.args[0] if marker else 2)
     settings = load(config_path)
     pg = settings.postgres
     db.migrate(pg, secrets["admin"], {pg.writer_user: secrets["writer"],

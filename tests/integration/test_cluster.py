@@ -55,9 +55,13 @@ def test_a_submitted_job_scores_every_transaction_at_parallelism_two(
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
     def finished() -> bool:
-        states = [j["state"] for j in _jobs() if j["name"] == stack.prefix]
-        assert "FAILED" not in states, states
-        return states == ["FINISHED"]
+        jobs = [j for j in _jobs() if j["name"] == stack.prefix]
+        for job in jobs:
+            with urllib.request.urlopen(f"{REST}/jobs/{job['jid']}/exceptions",
+                                        timeout=10) as response:
+                failure = json.load(response).get("root-exception")
+            assert not failure, failure[:2000]
+        return [j["state"] for j in jobs] == ["FINISHED"]
 
     wait_until(finished, 600, "the cluster job finishing", interval=3)
     job = next(j for j in _jobs() if j["name"] == stack.prefix)
