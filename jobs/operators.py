@@ -1,4 +1,4 @@
-"""The Python operators of the job: validation, card features, terminal features.
+"""The Python operators of the job: validation, card and terminal history, rules.
 
 Each is a thin Flink wrapper around the pure-Python code in ``udfs``; the
 wrappers own the Flink state and the side outputs, the ``udfs`` modules own
@@ -13,22 +13,31 @@ import time
 
 from pyflink.common import Row, Types
 from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.common.time import Time
 from pyflink.datastream import (
-    KeyedCoProcessFunction,
-    KeyedProcessFunction,
+    KeyedBroadcastProcessFunction,
     OutputTag,
     ProcessFunction,
 )
-from pyflink.common.time import Time
-from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+from pyflink.datastream.state import (
+    MapStateDescriptor,
+    StateTtlConfig,
+    ValueStateDescriptor,
+)
 
+from jobs.records import CARD_COLUMNS, RULE_HIT
 from udfs.contract import ContractLimits, Rejection, parse
-from jobs.records import CARD_COLUMNS
-from udfs.features import TERMINAL_FEATURES, CardFeatures, TerminalFeatures
+from udfs.errors import RuleError
+from udfs.features import FEATURE_NAMES, TERMINAL_FEATURES, CardFeatures, TerminalFeatures
+from udfs.rules import BASE_FIELDS, RuleEngine, RuleSet
 
 logger = logging.getLogger(__name__)
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
+RULE_STATUS = OutputTag("rule-status", Types.STRING())
+RULE_HITS = OutputTag("rule-hits", RULE_HIT)
+RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
+RULE_NAMES = BASE_FIELDS | frozenset(FEATURE_NAMES)
 MAX_RAW_CHARS = 16_384
 
 
@@ -123,22 +132,77 @@ class EventTime(TimestampAssigner):
 
 
 class FeedbackTime(TimestampAssigner):
-    """Event time of a ``FEEDBACK`` row: that of the transaction it labels."""
+    """Event time of a feedback label: that of the transaction it labels."""
 
     def extract_timestamp(self, value, record_timestamp):
-        return value[2]
+        return value[1]
 
 
-class CardHistory(KeyedProcessFunction):
-    """Keyed by card: card features, the late flag, and duplicate ids.
+class _RuleBearer:
+    """The rule set in force, shared by the two keyed operators.
 
-    Emits ``CARD_OUT`` rows: ``VALID`` fields, ``is_late`` and the card
-    features in ``CARD_COLUMNS`` order. A transaction id seen before on the same
-    card within a day goes to the dead letters as
-    ``duplicate_transaction_id``.
+    Rule commands arrive on the broadcast input. Every parallel instance
+    applies each command to its copy of the set; the set is also kept in
+    broadcast state so that it survives restarts. An invalid command leaves
+    the set unchanged and is answered with its reason on the status output
+    (by subtask 0 of the card operator only, so each command is answered
+    once).
     """
 
-    def __init__(self, ttl_days: int = 31):
+    initial_rules: list
+
+    def _open_rules(self, runtime_context) -> None:
+        self.ruleset = None
+        self.engine = None
+        self.answers = self.reports_status and _subtask_index(runtime_context) == 0
+
+    def _rules(self, ctx) -> RuleEngine:
+        if self.engine is None:
+            stored = ctx.get_broadcast_state(RULES_STATE).get("ruleset")
+            dicts = json.loads(stored) if stored else self.initial_rules
+            self.ruleset = RuleSet.from_dicts(dicts, RULE_NAMES)
+            self.engine = RuleEngine(self.ruleset)
+        return self.engine
+
+    def process_broadcast_element(self, value, ctx):
+        self._rules(ctx)
+        try:
+            command = json.loads(value)
+        except ValueError as exc:
+            status = {"rule_id": None, "version": None, "accepted": False,
+                      "reason": f"the command is not JSON: {exc}"}
+        else:
+            try:
+                ruleset, status = self.ruleset.apply(command)
+            except RuleError as exc:  # apply reports, but never trust a caller
+                ruleset, status = self.ruleset, {"accepted": False, "reason": str(exc)}
+            if status.get("accepted"):
+                self.ruleset, self.engine = ruleset, RuleEngine(ruleset)
+                ctx.get_broadcast_state(RULES_STATE).put(
+                    "ruleset", json.dumps(ruleset.to_dicts())
+                )
+                logger.info("rule command applied: %s", status)
+            else:
+                logger.warning("rule command rejected: %s", status)
+        if self.answers:
+            yield RULE_STATUS, json.dumps({**status, "at": int(time.time() * 1000)})
+
+    def _evaluate(self, ctx, key_kind: str, rule_state, event: dict):
+        return self._rules(ctx).evaluate(key_kind, rule_state, event)
+
+
+class CardHistory(_RuleBearer, KeyedBroadcastProcessFunction):
+    """Keyed by card: card features, card rules, the late flag, duplicate ids.
+
+    Emits ``CARD_OUT`` rows. A transaction id seen before on the same card
+    within a day goes to the dead letters as ``duplicate_transaction_id``.
+    Keyed state: ``(feature state, rule state)`` in one value.
+    """
+
+    reports_status = True
+
+    def __init__(self, initial_rules: list, ttl_days: int = 31):
+        self.initial_rules = initial_rules
         self.ttl_days = ttl_days
 
     def open(self, runtime_context):
@@ -146,10 +210,13 @@ class CardHistory(KeyedProcessFunction):
         descriptor.enable_time_to_live(_ttl(self.ttl_days))
         self.state = runtime_context.get_state(descriptor)
         self.duplicates = runtime_context.get_metrics_group().counter("txwatch_duplicates")
+        self._open_rules(runtime_context)
 
     def process_element(self, value, ctx):
-        state = self.state.value()
-        update, new_state = CardFeatures.update(state, value[0], value[1], value[4])
+        features_state, rule_state = self.state.value() or (None, None)
+        update, features_state = CardFeatures.update(
+            features_state, value[0], value[1], value[4], value[3]
+        )
         if update.duplicate:
             self.duplicates.inc()
             yield DEAD_LETTERS, dead_letter(
@@ -160,21 +227,28 @@ class CardHistory(KeyedProcessFunction):
                 value[0],
             )
             return
-        self.state.update(new_state)
-        is_late = ctx.timestamp() < ctx.timer_service().current_watermark()
         features = update.features
-        yield Row(*value, is_late, *[features[name] for name in CARD_COLUMNS])
+        rule_state, hits = self._evaluate(ctx, "card", rule_state, {
+            **_valid_as_dict(value), **features})
+        self.state.update((features_state, rule_state))
+        is_late = ctx.timestamp() < ctx.timer_service().current_watermark()
+        yield Row(*value, is_late, json.dumps(hits) if hits else "[]",
+                  *[features[name] for name in CARD_COLUMNS], None)
 
 
-class TerminalHistory(KeyedCoProcessFunction):
-    """Keyed by terminal: terminal features from transactions and feedback.
+class TerminalHistory(_RuleBearer, KeyedBroadcastProcessFunction):
+    """Keyed by terminal: terminal features, terminal rules, feedback labels.
 
-    Input 1 is the card operator's output, input 2 ``FEEDBACK`` rows. Emits
-    ``FEATURED`` rows. Rule hits are filled in by the rules operator; here
-    they start as an empty JSON list.
+    Takes ``CARD_OUT`` rows (transactions and feedback labels in one
+    stream) and emits ``FEATURED`` rows, with the hits of the card and the
+    terminal rules together; every hit also goes to the ``RULE_HITS`` side
+    output, one row each.
     """
 
-    def __init__(self, label_delay_days: int):
+    reports_status = False
+
+    def __init__(self, initial_rules: list, label_delay_days: int):
+        self.initial_rules = initial_rules
         self.label_delay_days = label_delay_days
         # A terminal's risk looks back 30 days behind the label delay.
         self.ttl_days = 31 + label_delay_days
@@ -184,36 +258,74 @@ class TerminalHistory(KeyedCoProcessFunction):
         descriptor.enable_time_to_live(_ttl(self.ttl_days))
         self.state = runtime_context.get_state(descriptor)
         self.terminals = TerminalFeatures(self.label_delay_days)
+        self._open_rules(runtime_context)
 
-    def process_element1(self, value, ctx):
-        state = self.state.value()
-        t_features, new_state = self.terminals.update(state, value[2], value[1])
-        self.state.update(new_state)
-        terminal = [t_features[name] for name in TERMINAL_FEATURES]
-        yield Row(*value[:8], "[]", *value[8:], *terminal)
+    def process_element(self, value, ctx):
+        features_state, rule_state = self.state.value() or (None, None)
+        if value[-1] is not None:
+            # A label may overtake its own transaction (they come from
+            # different topics), so it can be the first thing a terminal sees.
+            features_state = self.terminals.add_feedback(features_state, value[1], value[-1])
+            self.state.update((features_state, rule_state))
+            return
 
-    def process_element2(self, value, ctx):
-        # A label may overtake its own transaction (the two come from
-        # different topics), so it can be the first thing a terminal sees.
-        self.state.update(self.terminals.add_feedback(self.state.value(), value[2], value[3]))
+        t_features, features_state = self.terminals.update(features_state, value[1])
+        card_values = value[9:-1]
+        event = {**_valid_as_dict(value), **t_features,
+                 **dict(zip(CARD_COLUMNS, card_values, strict=True))}
+        rule_state, terminal_hits = self._evaluate(ctx, "terminal", rule_state, event)
+        self.state.update((features_state, rule_state))
+
+        hits = json.loads(value[8]) + terminal_hits if terminal_hits else None
+        for hit in hits if hits is not None else json.loads(value[8]):
+            yield RULE_HITS, Row(value[0], value[1], hit["rule_id"], int(hit["version"]),
+                                 hit["mode"], hit["severity"], hit["reason"],
+                                 value[2], value[3])
+        rule_hits = json.dumps(hits) if hits is not None else value[8]
+        yield Row(*value[:8], rule_hits, *card_values,
+                  *[t_features[name] for name in TERMINAL_FEATURES])
 
 
 class ParseFeedback(ProcessFunction):
-    """Feedback JSON -> ``FEEDBACK`` row; unreadable feedback is dead-lettered."""
+    """Feedback JSON -> a label row in the ``CARD_OUT`` shape.
+
+    Unreadable feedback is dead-lettered with the stage ``feedback``.
+    """
 
     def process_element(self, value, ctx):
         try:
             obj = json.loads(value)
-            row = Row(
+            row = _feedback_row(
                 str(obj["transaction_id"]),
-                str(obj["terminal_id"]),
                 int(obj["event_time_ms"]),
+                str(obj["terminal_id"]),
                 int(obj["known_at_ms"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             yield DEAD_LETTERS, dead_letter("malformed_feedback", str(exc)[:200], "feedback", value)
             return
         yield row
+
+
+def _subtask_index(runtime_context) -> int:
+    try:
+        return runtime_context.get_index_of_this_subtask()
+    except AttributeError:
+        # Thread mode on Flink 2.0 hands over a Java context whose index
+        # moved to its task info.
+        return runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask()
+
+
+_CARD_OUT_WIDTH = 10 + len(CARD_COLUMNS)
+
+
+def _feedback_row(transaction_id, event_time_ms, terminal_id, known_at_ms) -> Row:
+    """A feedback label in the ``CARD_OUT`` shape (other fields null)."""
+    values = [None] * _CARD_OUT_WIDTH
+    values[0], values[1], values[3], values[-1] = (
+        transaction_id, event_time_ms, terminal_id, known_at_ms
+    )
+    return Row(*values)
 
 
 def _valid_as_dict(value) -> dict:

@@ -3,16 +3,19 @@
 Graph (every operator has a stable ``uid`` and a ``name``)::
 
     Kafka transactions ─► validate ─► watermarks ─► key by card ─► card history
-         (raw JSON)         │ VALID                       │ CARD_OUT
-                            └─ dead letters ◄─ duplicates ┤
-    Kafka feedback ─► parse ─► key by terminal ──────────►  terminal history
-                                                            │ FEATURED
-                     table ◄────────────────────────────────┘
-                       │ score (vectorized ONNX, Arrow batches)
-                       ├─► JDBC scored_transactions  (upsert)
-                       ├─► JDBC alerts               (upsert, alerts only)
-                       └─► Kafka alerts              (exactly once)
+         (raw JSON)         │ VALID                      │ + card rules
+                            └─► dead letters ◄─ duplicates┤ CARD_OUT
+    Kafka feedback ─► parse (labels as CARD_OUT) ─► union ─┘
+                                                     │ key by terminal
+    Kafka rules ─► broadcast ─► (both keyed operators) ─► terminal history
+                      rule status ◄─┘                │ + terminal rules
+                                                     │ FEATURED, rule hits
+                     table ◄─────────────────────────┘
+                       │ score (vectorized ONNX, Arrow batches) + reasons
+                       ├─► JDBC scored_transactions, alerts, rule_hits, fraud_labels
+                       └─► Kafka alerts (exactly once)
     dead letters ─► Kafka transactions.dlq (exactly once)
+    rule status  ─► Kafka rules.status
 
 Run it locally with ``txwatch job run`` or submit ``jobs/pipeline.py`` to a
 Flink cluster with ``flink run --python`` (see the Makefile's ``submit``).
@@ -44,6 +47,10 @@ from pyflink.table.expressions import col
 from jobs import records
 from jobs.operators import (
     DEAD_LETTERS,
+    RULE_HITS,
+    RULE_NAMES,
+    RULE_STATUS,
+    RULES_STATE,
     CardHistory,
     EventTime,
     FeedbackTime,
@@ -54,6 +61,7 @@ from jobs.operators import (
 from jobs.scoring_udf import score_function
 from txwatch.config import PROJECT_ROOT, Settings, load
 from udfs.features import FEATURE_NAMES
+from udfs.rules import RuleSet
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +73,7 @@ class JobOptions:
     """What varies between runs of the same job."""
 
     model_dir: Path
+    rules_file: Path = PROJECT_ROOT / "conf" / "rules" / "starter.yaml"
     bounded: bool = False
     parallelism: int | None = None
     job_name: str = "txwatch"
@@ -102,9 +111,23 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
         _watermarks(job, EventTime())
     ).name("event-time").uid("event-time")
 
+    rules = (
+        env.from_source(
+            _source(settings, topics.rules, options, from_earliest=True),
+            # Commands carry no event time; an idle rules input must not hold
+            # back the watermark of the operators it is connected to.
+            WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_seconds(1)),
+            "rules",
+        )
+        .uid("source-rules")
+        .broadcast(RULES_STATE)
+    )
+    initial_rules = RuleSet.from_yaml(options.rules_file, RULE_NAMES).to_dicts()
+
     carded = (
         timed.key_by(lambda row: row[2], key_type=Types.STRING())
-        .process(CardHistory(), output_type=records.CARD_OUT)
+        .connect(rules)
+        .process(CardHistory(initial_rules), output_type=records.CARD_OUT)
         .name("card-history")
         .uid("card-history")
     )
@@ -116,7 +139,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
             "feedback",
         )
         .uid("source-feedback")
-        .process(ParseFeedback(), output_type=records.FEEDBACK)
+        .process(ParseFeedback(), output_type=records.CARD_OUT)
         .name("parse-feedback")
         .uid("parse-feedback")
     )
@@ -124,12 +147,19 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
         _watermarks(job, FeedbackTime())
     ).name("feedback-time").uid("feedback-time")
     featured = (
-        carded.key_by(lambda row: row[3], key_type=Types.STRING())
-        .connect(feedback_timed.key_by(lambda row: row[1], key_type=Types.STRING()))
-        .process(TerminalHistory(job.label_delay_days), output_type=records.FEATURED)
+        carded.union(feedback_timed)
+        .key_by(lambda row: row[3], key_type=Types.STRING())
+        .connect(rules)
+        .process(
+            TerminalHistory(initial_rules, job.label_delay_days),
+            output_type=records.FEATURED,
+        )
         .name("terminal-history")
         .uid("terminal-history")
     )
+    carded.get_side_output(RULE_STATUS).sink_to(
+        _string_sink(settings, topics.rules_status, None)
+    ).name("rule-status").uid("sink-rule-status")
 
     dead = (
         valid.get_side_output(DEAD_LETTERS)
@@ -144,8 +174,22 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
     scored = table.map(score(*[col(name) for name in records.FEATURED_NAMES]))
     t_env.create_temporary_view("scored", scored)
 
+    t_env.create_temporary_view(
+        "rule_hit_rows", t_env.from_data_stream(featured.get_side_output(RULE_HITS))
+    )
+    t_env.create_temporary_view("feedback_rows", t_env.from_data_stream(feedback))
+
     statements = t_env.create_statement_set()
     _create_sinks(t_env, settings, writer_password, options)
+    statements.add_insert_sql(
+        f"""INSERT INTO rule_hits_jdbc SELECT transaction_id, {_event_time_expr()}, rule_id,
+            rule_version, mode, severity, reason, card_id, terminal_id FROM rule_hit_rows"""
+    )
+    statements.add_insert_sql(
+        f"""INSERT INTO fraud_labels_jdbc SELECT transaction_id, {_event_time_expr()},
+            terminal_id, CAST(TO_TIMESTAMP_LTZ(known_at_ms, 3) AS TIMESTAMP(3))
+            FROM feedback_rows"""
+    )
     statements.add_insert_sql(_insert_scored())
     statements.add_insert_sql(_insert_alerts("alerts_jdbc"))
     statements.add_insert_sql(_insert_alerts("alerts_kafka"))
@@ -196,15 +240,21 @@ def configure(settings: Settings, options: JobOptions) -> StreamExecutionEnviron
     return env
 
 
-def _source(settings: Settings, topic: str, options: JobOptions) -> KafkaSource:
+def _source(settings: Settings, topic: str, options: JobOptions,
+            from_earliest: bool = False) -> KafkaSource:
+    # The rules topic is always read from its start: replaying every command
+    # rebuilds the rule set when the job starts without a checkpoint.
+    starting = (
+        KafkaOffsetsInitializer.earliest()
+        if from_earliest
+        else KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+    )
     builder = (
         KafkaSource.builder()
         .set_bootstrap_servers(settings.kafka.bootstrap_servers)
         .set_topics(topic)
         .set_group_id(settings.kafka.consumer_group)
-        .set_starting_offsets(
-            KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
-        )
+        .set_starting_offsets(starting)
         .set_value_only_deserializer(SimpleStringSchema())
         .set_property("isolation.level", "read_committed")
         .set_property("commit.offsets.on.checkpoint", "true")
@@ -214,8 +264,9 @@ def _source(settings: Settings, topic: str, options: JobOptions) -> KafkaSource:
     return builder.build()
 
 
-def _string_sink(settings: Settings, topic: str, transactional_prefix: str) -> KafkaSink:
-    return (
+def _string_sink(settings: Settings, topic: str, transactional_prefix: str | None) -> KafkaSink:
+    """Exactly once with a transactional prefix, at least once without."""
+    builder = (
         KafkaSink.builder()
         .set_bootstrap_servers(settings.kafka.bootstrap_servers)
         .set_record_serializer(
@@ -224,7 +275,11 @@ def _string_sink(settings: Settings, topic: str, transactional_prefix: str) -> K
             .set_value_serialization_schema(SimpleStringSchema())
             .build()
         )
-        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+    )
+    if transactional_prefix is None:
+        return builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE).build()
+    return (
+        builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
         .set_transactional_id_prefix(transactional_prefix)
         .set_property("transaction.timeout.ms", "600000")
         .build()
@@ -288,6 +343,33 @@ def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions)
             rule_hits STRING,
             PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
         ) WITH ({_jdbc_options(settings, 'alerts', password)})
+        """
+    )
+    t_env.execute_sql(
+        f"""
+        CREATE TEMPORARY TABLE rule_hits_jdbc (
+            transaction_id STRING,
+            event_time TIMESTAMP(3),
+            rule_id STRING,
+            rule_version INT,
+            mode STRING,
+            severity STRING,
+            reason STRING,
+            card_id STRING,
+            terminal_id STRING,
+            PRIMARY KEY (transaction_id, event_time, rule_id) NOT ENFORCED
+        ) WITH ({_jdbc_options(settings, 'rule_hits', password)})
+        """
+    )
+    t_env.execute_sql(
+        f"""
+        CREATE TEMPORARY TABLE fraud_labels_jdbc (
+            transaction_id STRING,
+            event_time TIMESTAMP(3),
+            terminal_id STRING,
+            known_at TIMESTAMP(3),
+            PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
+        ) WITH ({_jdbc_options(settings, 'fraud_labels', password)})
         """
     )
     t_env.execute_sql(
@@ -365,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="txwatch-job", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="YAML settings (conf/txwatch.yaml)")
     parser.add_argument("--model-dir", default=None, help="model directory to score with")
+    parser.add_argument("--rules", default=None,
+                        help="rule pack in force at start (conf/rules/starter.yaml)")
     parser.add_argument("--parallelism", type=int, default=None)
     parser.add_argument("--bounded", action="store_true",
                         help="stop at the Kafka offsets that are the latest at start")
@@ -381,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     options = JobOptions(
         model_dir=Path(args.model_dir) if args.model_dir else settings.path(settings.job.model_dir),
         bounded=args.bounded,
+        **({"rules_file": Path(args.rules)} if args.rules else {}),
         parallelism=args.parallelism,
         job_name=args.name,
         transactional_prefix=args.transactional_prefix,

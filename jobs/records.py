@@ -1,9 +1,13 @@
 """Record shapes of the streams inside the job, written down once.
 
 ``VALID``      a transaction that met the contract (after parsing)
-``CARD_OUT``   ``VALID`` plus the late flag and the ``CARD_COLUMNS`` features
+``CARD_OUT``   what the terminal operator takes: a transaction (``VALID``,
+               the late flag, the card rules' hits, the ``CARD_COLUMNS``
+               features; ``known_at_ms`` null) or a feedback label (only
+               ``transaction_id``, ``event_time_ms``, ``terminal_id`` and
+               ``known_at_ms`` set)
+``RULE_HIT``   one rule that fired on one transaction
 ``FEATURED``   ``VALID`` plus the late flag, every feature and the rule hits
-``FEEDBACK``   a confirmed fraud label: which transaction, when it is known
 
 The scored table adds ``score``, ``risk``, ``is_alert``, ``model_version`` and
 ``reasons`` to ``FEATURED`` (see ``jobs.pipeline``).
@@ -31,19 +35,25 @@ FEATURE_COLUMNS = tuple(name for name in FEATURE_NAMES if name not in _VALID_NAM
 
 CARD_OUT_FIELDS = (
     VALID_FIELDS
-    + (("is_late", Types.BOOLEAN()),)
+    + (("is_late", Types.BOOLEAN()), ("rule_hits", Types.STRING()))
     + tuple((name, Types.DOUBLE()) for name in CARD_COLUMNS)
+    + (("known_at_ms", Types.LONG()),)
+)
+RULE_HIT_FIELDS = (
+    ("transaction_id", Types.STRING()),
+    ("event_time_ms", Types.LONG()),
+    ("rule_id", Types.STRING()),
+    ("rule_version", Types.INT()),
+    ("mode", Types.STRING()),
+    ("severity", Types.STRING()),
+    ("reason", Types.STRING()),
+    ("card_id", Types.STRING()),
+    ("terminal_id", Types.STRING()),
 )
 FEATURED_FIELDS = (
     VALID_FIELDS
     + (("is_late", Types.BOOLEAN()), ("rule_hits", Types.STRING()))
     + tuple((name, Types.DOUBLE()) for name in FEATURE_COLUMNS)
-)
-FEEDBACK_FIELDS = (
-    ("transaction_id", Types.STRING()),
-    ("terminal_id", Types.STRING()),
-    ("event_time_ms", Types.LONG()),
-    ("known_at_ms", Types.LONG()),
 )
 
 
@@ -53,6 +63,6 @@ def row_type(fields):
 
 VALID = row_type(VALID_FIELDS)
 CARD_OUT = row_type(CARD_OUT_FIELDS)
+RULE_HIT = row_type(RULE_HIT_FIELDS)
 FEATURED = row_type(FEATURED_FIELDS)
-FEEDBACK = row_type(FEEDBACK_FIELDS)
 FEATURED_NAMES = tuple(name for name, _ in FEATURED_FIELDS)

@@ -141,11 +141,13 @@ def compute_features(
         tx_id, t, card, terminal, amount = (
             int(ids[i]), int(times[i]), int(cards[i]), int(terminals[i]), float(amounts[i])
         )
-        update, store.cards[card] = CardFeatures.update(store.cards.get(card), tx_id, t, amount)
+        update, store.cards[card] = CardFeatures.update(
+            store.cards.get(card), tx_id, t, amount, terminal
+        )
         if update.duplicate:
             duplicates[i] = True
             continue
-        t_features, state = terminals_fn.update(store.terminals.get(terminal), card, t)
+        t_features, state = terminals_fn.update(store.terminals.get(terminal), t)
         if labels[i]:
             # The label is published now and counts once the delay has passed.
             state = terminals_fn.add_feedback(

@@ -55,7 +55,7 @@ _TEMPLATES = {
     "t_risk_1d": "{p:.0f}% of this terminal's transactions a week ago were fraud",
     "t_risk_7d": "{p:.0f}% of this terminal's known transactions (7 days) were fraud",
     "t_risk_30d": "{p:.0f}% of this terminal's known transactions (30 days) were fraud",
-    "t_new_for_card": "first use of this terminal by this card in 30 days",
+    "c_new_terminal": "first use of this terminal by this card in 30 days",
 }
 
 

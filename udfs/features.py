@@ -56,7 +56,7 @@ RISK_WINDOWS_DAYS = (1, 7, 30)
 DEFAULT_LABEL_DELAY_DAYS = 7
 MAX_GAP_SECONDS = 30 * 24 * 3600.0
 NIGHT_END_HOUR = 6
-MAX_CARDS_PER_TERMINAL = 5_000
+MAX_TERMINALS_PER_CARD = 200
 MAX_PENDING_LABELS = 10_000
 
 CARD_FEATURES = (
@@ -76,6 +76,7 @@ CARD_FEATURES = (
     "c_secs_since_prev",
     "is_night",
     "is_weekend",
+    "c_new_terminal",
 )
 TERMINAL_FEATURES = (
     "t_count_1d",
@@ -84,7 +85,6 @@ TERMINAL_FEATURES = (
     "t_risk_1d",
     "t_risk_7d",
     "t_risk_30d",
-    "t_new_for_card",
 )
 FEATURE_NAMES = CARD_FEATURES + TERMINAL_FEATURES
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -116,11 +116,16 @@ class CardFeatures:
 
     State (a plain tuple, cheap to pickle into Flink keyed state)::
 
-        (recent, days, last_time_ms)
-        recent: list of (event_time_ms, amount, transaction_id), last day,
-                sorted by time
-        days:   list of [day, count, sum, sum_of_squares], oldest first,
-                at most 30 entries
+        (recent, days, last_time_ms, terminals)
+        recent:    list of (event_time_ms, amount, transaction_id), last day,
+                   sorted by time
+        days:      list of [day, count, sum, sum_of_squares], oldest first,
+                   at most 30 entries
+        terminals: dict terminal_id -> last day the card used it (30 days,
+                   at most MAX_TERMINALS_PER_CARD)
+
+    ``c_new_terminal`` is 1.0 when the card has not used the transaction's
+    terminal in the previous 30 days.
 
     ``update`` returns the features of the transaction and the new state; a
     transaction id already seen for this card within the last day is
@@ -129,13 +134,17 @@ class CardFeatures:
 
     @staticmethod
     def empty() -> tuple:
-        return ([], [], None)
+        return ([], [], None, {})
 
     @staticmethod
-    def update(state: tuple | None, transaction_id, event_time_ms: int, amount: float):
-        recent, days, last_time = state if state is not None else CardFeatures.empty()
+    def update(
+        state: tuple | None, transaction_id, event_time_ms: int, amount: float, terminal_id
+    ):
+        recent, days, last_time, terminals = (
+            state if state is not None else CardFeatures.empty()
+        )
         if any(entry[2] == transaction_id for entry in recent):
-            return CardUpdate(True, {}), (recent, days, last_time)
+            return CardUpdate(True, {}), state
 
         newest = max(event_time_ms, last_time if last_time is not None else event_time_ms)
         horizon = newest - SHORT_WINDOWS_MS["1d"]
@@ -178,7 +187,15 @@ class CardFeatures:
             gap = min((event_time_ms - last_time) / MS_PER_SECOND, MAX_GAP_SECONDS)
         features["c_secs_since_prev"] = gap
         features["is_night"], features["is_weekend"] = calendar_flags(event_time_ms)
-        return CardUpdate(False, features), (recent, days, newest)
+
+        today = day_of(event_time_ms)
+        last_used = terminals.get(terminal_id)
+        features["c_new_terminal"] = float(last_used is None or today - last_used >= 30)
+        if last_used is None or today > last_used:
+            terminals[terminal_id] = today
+        if last_used is None:
+            terminals = _recent_keys(terminals, today, MAX_TERMINALS_PER_CARD)
+        return CardUpdate(False, features), (recent, days, newest, terminals)
 
 
 class TerminalFeatures:
@@ -186,15 +203,9 @@ class TerminalFeatures:
 
     State::
 
-        (days, cards, pending)
+        (days, pending)
         days:    list of [day, count, known_frauds], oldest first
-        cards:   dict card_id -> last day seen (cards of the last 30 days)
         pending: list of (known_at_ms, day): fraud labels not yet known
-
-    ``t_new_for_card`` is 1.0 when the card has not used this terminal in
-    the previous 30 days. A terminal remembers at most
-    ``MAX_CARDS_PER_TERMINAL`` cards, the most recent ones; beyond that an
-    old card counts as new.
     """
 
     def __init__(self, label_delay_days: int = DEFAULT_LABEL_DELAY_DAYS):
@@ -208,10 +219,10 @@ class TerminalFeatures:
 
     @staticmethod
     def empty() -> tuple:
-        return ([], {}, [])
+        return ([], [])
 
-    def update(self, state: tuple | None, card_id, event_time_ms: int):
-        days, cards, pending = state if state is not None else self.empty()
+    def update(self, state: tuple | None, event_time_ms: int):
+        days, pending = state if state is not None else self.empty()
         today = day_of(event_time_ms)
         days = _count_in_day(days, today, keep_days=self.keep_days)
         if pending:
@@ -225,14 +236,7 @@ class TerminalFeatures:
                 days, today, length, shift=self.label_delay_days
             )
             features[f"t_risk_{length}d"] = frauds / shifted_count if shifted_count else 0.0
-
-        last_seen = cards.get(card_id)
-        features["t_new_for_card"] = float(last_seen is None or today - last_seen >= 30)
-        if last_seen is None or today > last_seen:
-            cards[card_id] = today
-        if len(cards) > MAX_CARDS_PER_TERMINAL or last_seen is None:
-            cards = _recent_cards(cards, today)
-        return features, (days, cards, pending)
+        return features, (days, pending)
 
     def add_feedback(self, state: tuple | None, event_time_ms: int, known_at_ms: int):
         """Record that a past transaction of this terminal was fraudulent.
@@ -241,11 +245,11 @@ class TerminalFeatures:
         update at or after that time, whatever order the feedback and the
         transactions arrive in.
         """
-        days, cards, pending = state if state is not None else self.empty()
+        days, pending = state if state is not None else self.empty()
         pending = pending + [(known_at_ms, day_of(event_time_ms))]
         if len(pending) > MAX_PENDING_LABELS:
             pending = sorted(pending)[-MAX_PENDING_LABELS:]
-        return (days, cards, pending)
+        return (days, pending)
 
 
 def _apply_known_labels(days: list, pending: list, now_ms: int):
@@ -291,12 +295,12 @@ def _count_in_day(days: list, day: int, keep_days: int) -> list:
     return days
 
 
-def _recent_cards(cards: dict, today: int) -> dict:
-    """Cards seen in the last 30 days, at most MAX_CARDS_PER_TERMINAL of them."""
-    kept = {c: d for c, d in cards.items() if today - d < 30}
-    if len(kept) > MAX_CARDS_PER_TERMINAL:
+def _recent_keys(last_days: dict, today: int, limit: int) -> dict:
+    """Keys seen in the last 30 days, at most ``limit`` of them, newest kept."""
+    kept = {k: d for k, d in last_days.items() if today - d < 30}
+    if len(kept) > limit:
         newest = sorted(kept.items(), key=lambda item: item[1])
-        kept = dict(newest[-MAX_CARDS_PER_TERMINAL:])
+        kept = dict(newest[-limit:])
     return kept
 
 

@@ -94,6 +94,7 @@ def make_config(tmp_path: Path, prefix: str, partitions: int = 2, **job_override
     raw["postgres"]["database"] = prefix.replace("-", "_")
     raw["job"]["checkpoint_dir"] = str(tmp_path / "checkpoints")
     raw["job"]["checkpoint_interval_ms"] = 2000
+    raw["job"]["restart_attempts"] = 3
     raw["job"].update(job_overrides)
     path = tmp_path / "txwatch.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -16,10 +16,10 @@ from udfs.features import (
 T0 = 1_530_403_200_000  # 2018-07-01T00:00:00Z, a Sunday
 
 
-def run_card(events):
+def run_card(events, terminal="t1"):
     state, out = None, []
     for i, (t, amount) in enumerate(events):
-        update, state = CardFeatures.update(state, f"tx{i}", t, amount)
+        update, state = CardFeatures.update(state, f"tx{i}", t, amount, terminal)
         out.append(update.features)
     return out, state
 
@@ -60,8 +60,8 @@ def test_time_since_previous_is_capped_and_never_negative():
 
 
 def test_a_repeated_transaction_id_is_a_duplicate_and_leaves_state_unchanged():
-    update, state = CardFeatures.update(None, "a", T0, 5.0)
-    again, same = CardFeatures.update(state, "a", T0 + 1000, 5.0)
+    update, state = CardFeatures.update(None, "a", T0, 5.0, "t")
+    again, same = CardFeatures.update(state, "a", T0 + 1000, 5.0, "t")
     assert not update.duplicate and again.duplicate
     assert pickle.dumps(same) == pickle.dumps(state)
 
@@ -69,9 +69,10 @@ def test_a_repeated_transaction_id_is_a_duplicate_and_leaves_state_unchanged():
 def test_card_state_stays_bounded_on_a_busy_card():
     state = None
     for i in range(20_000):
-        _, state = CardFeatures.update(state, i, T0 + i * 10 * MS_PER_MINUTE, 1.0)
-    recent, days, _ = state
+        _, state = CardFeatures.update(state, i, T0 + i * 10 * MS_PER_MINUTE, 1.0, i % 500)
+    recent, days, _, terminals = state
     assert len(days) <= 30
+    assert len(terminals) <= 200
     assert len(recent) <= 24 * 6 + 1
     assert len(pickle.dumps(state)) < 20_000
 
@@ -79,22 +80,24 @@ def test_card_state_stays_bounded_on_a_busy_card():
 def test_terminal_risk_uses_only_labels_known_after_the_delay():
     terminals = TerminalFeatures(label_delay_days=7)
     state = None
-    _, state = terminals.update(state, "c1", T0)
+    _, state = terminals.update(state, T0)
     state = terminals.add_feedback(state, T0, T0 + 7 * MS_PER_DAY)
-    features, state = terminals.update(state, "c2", T0 + 6 * MS_PER_DAY)
+    features, state = terminals.update(state, T0 + 6 * MS_PER_DAY)
     assert features["t_risk_7d"] == 0.0  # not known yet
-    features, state = terminals.update(state, "c2", T0 + 7 * MS_PER_DAY)
+    features, state = terminals.update(state, T0 + 7 * MS_PER_DAY)
     assert features["t_risk_7d"] == 1.0  # day 0 alone in days -6..0 shifted by 7
     assert features["t_risk_30d"] == 1.0
-    assert features["t_new_for_card"] == 0.0
 
 
-def test_new_terminal_for_card_flag():
-    terminals = TerminalFeatures()
-    f1, state = terminals.update(None, "c1", T0)
-    f2, state = terminals.update(state, "c1", T0 + MS_PER_DAY)
-    f3, state = terminals.update(state, "c1", T0 + 40 * MS_PER_DAY)
-    assert (f1["t_new_for_card"], f2["t_new_for_card"], f3["t_new_for_card"]) == (1.0, 0.0, 1.0)
+def test_a_terminal_is_new_to_a_card_until_used_and_again_after_30_days():
+    state = None
+    flags = []
+    for i, (t, terminal) in enumerate(
+        [(T0, "a"), (T0 + MS_PER_DAY, "a"), (T0 + 2 * MS_PER_DAY, "b"), (T0 + 40 * MS_PER_DAY, "a")]
+    ):
+        update, state = CardFeatures.update(state, i, t, 1.0, terminal)
+        flags.append(update.features["c_new_terminal"])
+    assert flags == [1.0, 0.0, 1.0, 1.0]
 
 
 def test_calendar_flags_are_utc():

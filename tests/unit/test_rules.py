@@ -24,7 +24,7 @@ from udfs.rules import (
 )
 
 FEATURES = frozenset(
-    {"c_count_1h", "c_count_30d", "c_mean_30d", "c_amount_ratio_30d", "t_new_for_card"}
+    {"c_count_1h", "c_count_30d", "c_mean_30d", "c_amount_ratio_30d", "c_new_terminal"}
 )
 NAMES = BASE_FIELDS | FEATURES
 STARTER = Path(__file__).resolve().parents[2] / "conf" / "rules" / "starter.yaml"
@@ -249,7 +249,7 @@ def test_the_starter_pack_loads_with_the_feature_names():
 
 
 def test_the_starter_pack_without_features_names_the_missing_feature():
-    with pytest.raises(RuleError, match="unknown field 't_new_for_card'"):
+    with pytest.raises(RuleError, match="unknown field 'c_new_terminal'"):
         RuleSet.from_yaml(STARTER, BASE_FIELDS)
 
 
@@ -533,18 +533,18 @@ def test_a_paused_rule_yields_nothing_and_keeps_no_state():
 def test_a_condition_on_features_reports_the_values_it_read():
     rule = condition(
         id="large-amount-new-terminal",
-        when="t_new_for_card == 1 and amount > 3 * c_mean_30d and c_count_30d >= 5",
+        when="c_new_terminal == 1 and amount > 3 * c_mean_30d and c_count_30d >= 5",
     )
     engine = engine_for(rule)
-    known = tx(0, 400.0, t_new_for_card=0.0, c_mean_30d=50.0, c_count_30d=9.0)
-    new = tx(1, 400.0, t_new_for_card=1.0, c_mean_30d=50.0, c_count_30d=9.0)
-    missing = tx(2, 400.0, t_new_for_card=1.0)
+    known = tx(0, 400.0, c_new_terminal=0.0, c_mean_30d=50.0, c_count_30d=9.0)
+    new = tx(1, 400.0, c_new_terminal=1.0, c_mean_30d=50.0, c_count_30d=9.0)
+    missing = tx(2, 400.0, c_new_terminal=1.0)
 
     _, hits = run(engine, [known, new, missing])
 
     assert hits[0] == [] and hits[2] == []
     assert hits[1][0]["reason"].endswith(
-        "(amount=400.00, c_count_30d=9.00, c_mean_30d=50.00, t_new_for_card=1.00)"
+        "(amount=400.00, c_count_30d=9.00, c_mean_30d=50.00, c_new_terminal=1.00)"
     )
 
 

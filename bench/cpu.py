@@ -1,0 +1,92 @@
+"""CPU time of a process group, by process and by thread, read from ``/proc``.
+
+The job runs in its own process group (``txwatch.runner.JobProcess``): the
+JVM of the mini-cluster, whose task threads also run the thread-mode Python
+operators, and the Python worker processes that Flink starts for the pandas
+scoring function. ``GroupCpu`` samples ``/proc`` in a background thread and
+keeps each process's and thread's last reading, so processes that exit
+before the end still count (up to one sampling interval short).
+
+Limitations: Linux only; thread names are cut to 15 characters by the
+kernel, so threads of one operator chain share a name.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _read_stat(path: Path) -> tuple[str, int, float] | None:
+    """(name, process group, CPU seconds) from a ``stat`` file."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    # After the name: state, ppid, pgrp, ... utime and stime are 12th and 13th.
+    return name, int(fields[2]), (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class GroupCpu:
+    """Samples the CPU seconds of every process and thread of a process group."""
+
+    def __init__(self, pgid: int, interval: float = 0.5):
+        self.pgid = pgid
+        self.interval = interval
+        self.processes: dict[int, tuple[str, float]] = {}
+        self.threads: dict[tuple[int, int], tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> GroupCpu:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return self.summary()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            stat = _read_stat(entry / "stat")
+            if stat is None or stat[1] != self.pgid:
+                continue
+            pid = int(entry.name)
+            self.processes[pid] = (stat[0], stat[2])
+            try:
+                tasks = list((entry / "task").iterdir())
+            except OSError:
+                continue
+            for task in tasks:
+                thread = _read_stat(task / "stat")
+                if thread is not None:
+                    self.threads[(pid, int(task.name))] = (thread[0], thread[2])
+
+    def summary(self) -> dict:
+        """CPU seconds by process name and, for the busiest process, by thread."""
+        by_process: dict[str, float] = defaultdict(float)
+        for name, seconds in self.processes.values():
+            by_process[name] += seconds
+        by_thread: dict[str, float] = defaultdict(float)
+        for (pid, _), (name, seconds) in self.threads.items():
+            by_thread[f"{self.processes.get(pid, ('?', 0))[0]}/{name}"] += seconds
+        busiest = sorted(by_thread.items(), key=lambda item: -item[1])[:12]
+        return {
+            "by_process": dict(sorted(by_process.items(), key=lambda item: -item[1])),
+            "busiest_threads": dict(busiest),
+            "total": sum(by_process.values()),
+        }
