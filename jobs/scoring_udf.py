@@ -55,38 +55,47 @@ class ScoreBatch(ScalarFunction):
     """Scores one Arrow batch of featured transactions."""
 
     def __init__(self, model_dir: str):
-        self.model_dir = model_dir
+        self.model_dir = model_dir  # a model directory, or a registry to follow
 
     def open(self, function_context):
-        from udfs.explain import Explainer
-        from udfs.scoring import Scorer
+        from udfs.registry import ModelWatcher
 
-        self.scorer = Scorer(self.model_dir)
-        self.explainer = Explainer(self.model_dir, self.scorer.metadata)
-        self.columns = list(self.scorer.metadata.feature_names)
-        logger.info("scoring with model %s from %s", self.scorer.version, self.model_dir)
+        self.watcher = ModelWatcher(self.model_dir, loader=_load_model)
+        logger.info("scoring with model %s from %s", self.watcher.get()[0].version,
+                    self.model_dir)
 
     def eval(self, *columns):
+        # The champion is checked between batches: a batch is scored by one
+        # model version, and every row records which.
+        scorer, explainer = self.watcher.get()
         frame = pd.concat(columns, axis=1)
         frame.columns = list(records.FEATURED_NAMES)
-        matrix = frame[self.columns].to_numpy(dtype=np.float32)
-        scores = self.scorer.score(matrix)
-        risk = self.scorer.risk(scores)
-        alerts = scores >= self.scorer.threshold
+        matrix = frame[list(scorer.metadata.feature_names)].to_numpy(dtype=np.float32)
+        scores = scorer.score(matrix)
+        risk = scorer.risk(scores)
+        alerts = scores >= scorer.threshold
         rule_alerts = _active_rule_hits(frame["rule_hits"])
         alerts = alerts | rule_alerts
 
         reasons = np.full(len(frame), "[]", dtype=object)
         if alerts.any():
             rows = np.flatnonzero(alerts)
-            explained = self.explainer.explain(matrix[rows])
+            explained = explainer.explain(matrix[rows])
             reasons[rows] = [json.dumps(r) for r in explained]
         frame["score"] = scores
         frame["risk"] = risk
         frame["is_alert"] = alerts
-        frame["model_version"] = self.scorer.version
+        frame["model_version"] = scorer.version
         frame["reasons"] = reasons
         return frame
+
+
+def _load_model(directory):
+    from udfs.explain import Explainer
+    from udfs.scoring import Scorer
+
+    scorer = Scorer(directory)
+    return scorer, Explainer(directory, scorer.metadata)
 
 
 def _active_rule_hits(hits: pd.Series) -> np.ndarray:

@@ -77,11 +77,29 @@ def cmd_train(args, settings: Settings) -> int:
     print(f"model {result.metadata.version} written to {model_dir}")
     for name, value in result.metrics.items():
         print(f"  {name:<26}{value:.6g}")
+    if args.register:
+        from udfs import registry
+
+        version = registry.register(args.register, model_dir)
+        print(f"  registered as {version} in {args.register}")
+        if args.promote:
+            registry.promote(args.register, version, args.promote)
+            print(f"  {args.promote} is now {version}")
     if args.track:
         from training.tracking import log_training_run
 
         run_id, version = log_training_run(result, config, tracking_uri=args.tracking_uri)
         print(f"  MLflow run {run_id}, registered version {version}")
+    return 0
+
+
+def cmd_promote(args, settings: Settings) -> int:
+    from udfs import registry
+
+    root = Path(args.registry) if args.registry else settings.path(".run/registry")
+    before = registry.current(root, args.alias)
+    registry.promote(root, args.version, args.alias)
+    print(f"{args.alias}: {before or 'none'} -> {args.version} (in {root})")
     return 0
 
 
@@ -173,9 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alert-rate", type=float, default=0.005)
     p.add_argument("--trees", type=int, default=100)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--register", metavar="REGISTRY", help="copy the model into a registry")
+    p.add_argument("--promote", choices=("champion", "challenger"),
+                   help="with --register: point this alias at the new version")
     p.add_argument("--track", action="store_true", help="log the run to MLflow")
     p.add_argument("--tracking-uri")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("promote", help="point a registry alias at a model version")
+    p.add_argument("version")
+    p.add_argument("--alias", default="champion", choices=("champion", "challenger"))
+    p.add_argument("--registry", help="registry folder (default .run/registry)")
+    p.set_defaults(run=cmd_promote)
 
     p = sub.add_parser("replay", help="replay handbook CSV rows into Kafka")
     p.add_argument("--data-dir")

@@ -1,0 +1,77 @@
+"""A new champion model takes over in the running job, between batches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from training.dataset import load_handbook
+from txwatch.replay import make_producer, replay
+from txwatch.runner import wait_until
+from txwatch.summary import collect, scored_count
+from udfs import registry
+
+pytestmark = pytest.mark.slow
+
+
+def _variant(source, target, version: str, broken: bool = False):
+    shutil.copytree(source, target)
+    meta = json.loads((target / "model.json").read_text())
+    meta["version"] = version
+    (target / "model.json").write_text(json.dumps(meta))
+    if broken:
+        (target / "model.onnx").write_bytes(b"\x00not an onnx graph")
+    return target
+
+
+def test_a_promoted_model_scores_the_next_records_and_a_broken_one_is_refused(
+    stack, trained_model, handbook_files, tmp_path
+):
+    root = tmp_path / "registry"
+    first = registry.register(root, trained_model)
+    second = registry.register(root, _variant(trained_model, tmp_path / "m2", "swap-two"))
+    broken_dir = registry.version_dir(root, "swap-broken")
+    _variant(trained_model, broken_dir, "swap-broken", broken=True)
+    registry.promote(root, first)
+
+    frame = load_handbook(handbook_files[3:4], "2018-07-12", "2018-07-13").head(3_000)
+    batches = [frame.iloc[i * 1_000:(i + 1) * 1_000] for i in range(3)]
+    kafka = stack.settings.kafka
+    producer = make_producer(kafka.bootstrap_servers)
+    conn = stack.connect()
+    job = stack.job(root, "--parallelism", "1").start()
+    try:
+        for n, (batch, version) in enumerate(
+            zip(batches, (None, second, "swap-broken"), strict=True), start=1
+        ):
+            if version:
+                registry.promote(root, version)
+            replay(producer, batch, kafka.topics.transactions, kafka.topics.feedback,
+                   progress=False)
+            wait_until(lambda n=n: scored_count(conn) >= n * 1_000, 300,
+                       f"scoring of batch {n}", interval=2, alive=job.running)
+        wait_until(lambda: (lambda s: s.alerts_kafka >= s.alerts_table)(
+            collect(stack.settings, conn)), 120, "alerts committed", alive=job.running)
+    finally:
+        job.stop()
+
+    with conn.cursor() as cur:
+        versions = {}
+        for i, batch in enumerate(batches):
+            cur.execute(
+                "SELECT model_version, count(*) FROM scored_transactions "
+                "WHERE transaction_id = ANY(%s) GROUP BY 1",
+                ([str(t) for t in batch["transaction_id"]],),
+            )
+            versions[i] = dict(cur.fetchall())
+    assert versions[0] == {first: 1_000}
+    assert versions[1] == {second: 1_000}
+    assert versions[2] == {second: 1_000}  # the broken model was refused
+
+    summary = collect(stack.settings, conn)
+    assert summary.scored_rows == 3_000 and summary.accounted
+    assert summary.duplicate_alerts_kafka == 0
+    assert summary.alerts_kafka == summary.alerts_table
+    conn.close()
