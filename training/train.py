@@ -37,21 +37,27 @@ from .export import export_onnx
 
 logger = logging.getLogger(__name__)
 
-# The forest sees the card's behaviour and the terminal's delayed risk.
 MODEL_FEATURES = (
     "amount",
-    "c_count_1h",
-    "c_count_1d",
-    "c_mean_7d",
-    "c_mean_30d",
-    "c_std_30d",
     "c_amount_ratio_30d",
     "c_amount_zscore_30d",
-    "c_secs_since_prev",
-    "t_count_1d",
+    "t_risk_1d",
     "t_risk_7d",
     "t_risk_30d",
 )
+"""Features of the Isolation Forest.
+
+An Isolation Forest calls a transaction anomalous when some feature isolates
+it quickly, whichever way it is rare. That suits features whose rare values
+point one way, towards risk: a large amount, an amount far above the card's
+own 30-day habit, a terminal with a known fraud history. It does not suit
+features whose extremes are ordinary (a card idle for weeks, a busy terminal,
+a customer who always spends a lot): those spend the forest's random splits
+on benign rarity. Chosen on these grounds and checked on two handbook weeks
+before the evaluated one (AUC-ROC 0.887 and 0.863, against 0.876 and 0.848
+for a wider set with counts, card means and spread, and time since the
+previous transaction).
+"""
 PARITY_TOLERANCE = 1e-5
 RISK_QUANTILES = 1001
 

@@ -73,7 +73,7 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
     topics.ensure_topics(settings.kafka, reset=True)
 
     model_dir = settings.path(settings.job.model_dir)
-    if plan.retrain or not (model_dir / "model.json").exists():
+    if plan.retrain or not _model_is_current(model_dir):
         say(f"training: Isolation Forest on {plan.train_from} .. {plan.train_to}")
         result = train(
             plan.data_files,
@@ -139,6 +139,18 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
     summary = collect(settings, conn, labels, seconds, quality_from_ms=_ms(plan.replay_from))
     conn.close()
     return summary
+
+
+def _model_is_current(model_dir: Path) -> bool:
+    """A model exists there and uses today's feature set."""
+    from training.train import MODEL_FEATURES
+    from udfs.scoring import ModelError, ModelMetadata
+
+    try:
+        metadata = ModelMetadata.read(model_dir / "model.json")
+    except ModelError:
+        return False
+    return metadata.feature_names == tuple(MODEL_FEATURES)
 
 
 def _ms(iso_date: str) -> int:
