@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.featurepath import FeaturePath
 from txwatch.replay import make_producer
 from udfs.contract import ContractLimits, Rejection, parse
-from udfs.features import CardFeatures, TerminalFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -181,24 +181,17 @@ def run_peer(
 
 def _processor(scorer, names, limits: ContractLimits) -> Callable:
     """Per message: ``None`` for a duplicate or rejection, else (key, alert or None)."""
-    cards: dict = {}
-    terminals: dict = {}
-    terminal_features = TerminalFeatures()
+    path = FeaturePath()
 
     def process(value: bytes):
         tx = parse(value, limits)
         if isinstance(tx, Rejection):
             return None
-        update, state = CardFeatures.update(
-            cards.get(tx.card_id), tx.transaction_id, tx.event_time_ms, tx.amount
+        features = path.update(
+            tx.transaction_id, tx.event_time_ms, tx.card_id, tx.terminal_id, tx.amount
         )
-        if update.duplicate:
+        if features is None:
             return None
-        cards[tx.card_id] = state
-        t_features, terminals[tx.terminal_id] = terminal_features.update(
-            terminals.get(tx.terminal_id), tx.card_id, tx.event_time_ms
-        )
-        features = {**update.features, **t_features}
         score, alert = scorer(features, names)
         if not alert:
             return tx.card_id.encode(), None
