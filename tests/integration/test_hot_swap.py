@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 
@@ -48,6 +49,8 @@ def test_a_promoted_model_scores_the_next_records_and_a_broken_one_is_refused(
         ):
             if version:
                 registry.promote(root, version)
+                # The pointer is checked at most every 2 s, between batches.
+                time.sleep(3)
             replay(producer, batch, kafka.topics.transactions, kafka.topics.feedback,
                    progress=False)
             wait_until(lambda n=n: scored_count(conn) >= n * 1_000, 300,

@@ -1,0 +1,353 @@
+"""``bench/results.md``: the results of one run as readable tables and findings."""
+
+from __future__ import annotations
+
+TARGETS = {
+    "e2e_rows_per_second": 25_000,
+    "p99_ms_at_5k": 500,
+    "times_sklearn_peer": 20,
+    "kernel_rows_per_second": 500_000,
+}
+
+
+def render(results: dict) -> str:
+    sections = results.get("sections", {})
+    lines = _header(results.get("meta", {}))
+    lines += _targets(sections)
+    for title, part in (
+        ("1. Scoring kernel (one core)", _kernel),
+        ("2. Peers: plain Kafka consumers, record by record", _peers),
+        ("3. End to end: the job, Kafka in, Kafka and PostgreSQL out", _endtoend),
+        ("4. Latency at fixed input rates", _latency),
+        ("5. Feature step against state size (one core)", _state),
+        ("6. Where the job's time goes", _profile),
+    ):
+        lines += ["", f"## {title}", ""]
+        key = part.__name__.lstrip("_")
+        section = sections.get("endtoend" if key == "profile" else key)
+        if key == "profile":
+            lines += part(sections)
+        elif section is None:
+            lines.append("Not run.")
+        elif "error" in section:
+            lines.append(f"Failed: `{section['error']}`")
+        else:
+            lines += part(section, sections)
+    return "\n".join(lines) + "\n"
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _n(value, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _e2e_runs(sections: dict) -> list[dict]:
+    return sections.get("endtoend", {}).get("runs", []) or []
+
+
+def _run(sections: dict, variant: str) -> dict | None:
+    return next((r for r in _e2e_runs(sections) if r["variant"] == variant), None)
+
+
+def _best_e2e(sections: dict) -> dict | None:
+    plain = [r for r in _e2e_runs(sections) if r["variant"] in ("p1", "p2")]
+    return max(plain, key=lambda r: r["rows_per_second"]) if plain else None
+
+
+def _peer_rate(sections: dict, name: str) -> float | None:
+    peer = sections.get("peers", {}).get(name)
+    return peer["rows_per_second"] if isinstance(peer, dict) else None
+
+
+def _latency_run(sections: dict, rate: float) -> dict | None:
+    runs = sections.get("latency", {}).get("runs", []) or []
+    return next((r for r in runs if r["rate"] == rate), None)
+
+
+# -- parts -------------------------------------------------------------------------
+
+
+def _header(meta: dict) -> list[str]:
+    model = meta.get("model", {})
+    mode = "quick (smoke test sizes)" if meta.get("quick") else "full"
+    load = meta.get("load_average_at_start") or ()
+    return [
+        "# txwatch benchmark results",
+        "",
+        f"Run {meta.get('started_at', '?')}, {mode}, {meta.get('seconds', '?')} s in all. "
+        f"{meta.get('cpus', '?')} CPUs, shared with other work on the machine "
+        f"(1-minute load {_n(load[0], 2) if load else '?'} at the start): "
+        "compare figures within this run, not across machines. "
+        f"Python {meta.get('python', '?')}, onnxruntime {meta.get('onnxruntime', '?')}, "
+        f"scikit-learn {meta.get('scikit_learn', '?')}.",
+        "",
+        f"Model: `{model.get('version', '?')}`, Isolation Forest of "
+        f"{model.get('trees', '?')} trees on {len(model.get('features', []))} features "
+        f"({', '.join(model.get('features', []))}), trained by `training.train` on "
+        "handbook days 2018-04-08 .. 2018-04-21. Stream: handbook transactions from "
+        "2018-07-01 on, in the JSON input contract, with fraud labels as feedback.",
+    ]
+
+
+def _targets(sections: dict) -> list[str]:
+    rows = []
+    best = _best_e2e(sections)
+    e2e = best["rows_per_second"] if best else None
+    rows.append(
+        _target_row(
+            "end to end throughput",
+            f">= {_n(TARGETS['e2e_rows_per_second'])} tx/s",
+            f"{_n(e2e)} tx/s (parallelism {best['parallelism']})" if best else "-",
+            e2e is not None and e2e >= TARGETS["e2e_rows_per_second"],
+        )
+    )
+    at5k = _latency_run(sections, 5_000.0)
+    p99 = at5k["latency_ms"]["alert visible"]["p99"] if at5k else None
+    row_p99 = at5k["latency_ms"]["row"]["p99"] if at5k else None
+    rows.append(
+        _target_row(
+            "p99 latency at 5,000 tx/s",
+            f"< {TARGETS['p99_ms_at_5k']} ms",
+            f"alert visible {_n(p99)} ms, row {_n(row_p99)} ms" if at5k else "-",
+            p99 is not None and p99 < TARGETS["p99_ms_at_5k"],
+        )
+    )
+    peer = _peer_rate(sections, "sklearn")
+    ratio = e2e / peer if e2e and peer else None
+    rows.append(
+        _target_row(
+            "job vs per-record scikit-learn peer",
+            f">= {TARGETS['times_sklearn_peer']}x",
+            f"{_n(ratio, 1)}x" if ratio else "-",
+            ratio is not None and ratio >= TARGETS["times_sklearn_peer"],
+        )
+    )
+    kernel = sections.get("kernel", {})
+    compact = kernel.get("rows_per_second", {}).get("compact graph (Scorer)", {})
+    parity = kernel.get("parity", {}).get("compact graph (Scorer)", {})
+    best_kernel = max(compact.values()) if compact else None
+    exact = (
+        parity.get("max_abs_diff", 1.0) <= 1e-5
+        and parity.get("flagged_differently") == 0
+    )
+    rows.append(
+        _target_row(
+            "scoring kernel at parity, one core",
+            f">= {_n(TARGETS['kernel_rows_per_second'])} rows/s",
+            f"{_n(best_kernel)} rows/s (compact graph, best batch; parity "
+            f"{'held' if exact else 'FAILED'})"
+            if best_kernel
+            else "-",
+            best_kernel is not None
+            and best_kernel >= TARGETS["kernel_rows_per_second"]
+            and exact,
+        )
+    )
+    return ["", "## Targets", ""] + _table(["target", "stated", "reached", "met"], rows)
+
+
+def _target_row(name, stated, reached, met) -> list[str]:
+    return [name, stated, reached, "yes" if met else "**no**"]
+
+
+def _kernel(section: dict, sections: dict) -> list[str]:
+    batches = [str(b) for b in section["batches"]]
+    rows = [
+        [method] + [_n(rates.get(b)) for b in batches]
+        for method, rates in section["rows_per_second"].items()
+    ]
+    lines = ["Rows a second, median of three timed windows, real feature rows."]
+    lines += [""] + _table(["method \\ batch"] + [_n(int(b)) for b in batches], rows)
+    lines.append("")
+    for name, check in section["parity"].items():
+        lines.append(
+            f"- parity of the {name} with scikit-learn on {_n(check['rows'])} rows: "
+            f"largest score difference {check['max_abs_diff']:.1e}, "
+            f"{check['flagged_differently']} rows flagged differently "
+            f"({_n(check['flagged'])} flagged)."
+        )
+    return lines
+
+
+def _peers(section: dict, sections: dict) -> list[str]:
+    ours = {
+        r["parallelism"]: r["rows_per_second"]
+        for r in _e2e_runs(sections)
+        if r["variant"] in ("p1", "p2")
+    }
+    rows = []
+    for name, label in (
+        ("sklearn", "scikit-learn, 1-row score_samples"),
+        ("river", "River HalfSpaceTrees, learn and score"),
+    ):
+        peer = section.get(name)
+        if not isinstance(peer, dict):
+            continue
+        rate = peer["rows_per_second"]
+        rows.append(
+            [
+                label,
+                _n(peer["records"]),
+                _n(peer["seconds"], 1),
+                _n(rate),
+                _n(ours[1] / rate, 1) + "x" if 1 in ours else "-",
+                _n(ours[2] / rate, 1) + "x" if 2 in ours else "-",
+            ]
+        )
+    return [
+        "Same transactions, same broker; each peer validates, computes the features "
+        "with `udfs.features`, scores and produces alerts, one record at a time, in "
+        "one process. They skip what the job also does: feedback, rules, "
+        "PostgreSQL, exactly-once.",
+        "",
+    ] + _table(
+        ["peer", "records", "seconds", "records/s", "job p1 / peer", "job p2 / peer"],
+        rows,
+    )
+
+
+def _endtoend(section: dict, sections: dict) -> list[str]:
+    rows = []
+    for r in section["runs"]:
+        s = r["job_settings"]
+        rows.append(
+            [
+                r["variant"],
+                str(r["parallelism"]),
+                f"{_n(s['bundle_size'])} / {_n(s['bundle_time_ms'])} ms / "
+                f"{_n(s['score_batch_size'])}",
+                f"{_n(r['rows'])} of {_n(r['expected_rows'])}",
+                _n(r["rows_per_second"]),
+                _n(r["wall_seconds"]),
+                _n(r["wall_rows_per_second"]),
+                _n(r["first_row_after_seconds"]),
+                _n(r["cpu"]["total"] / r["rows"] * 1e6) if r["rows"] else "-",
+                f"{_n(r['alerts_table'])} / {_n(r['alerts_kafka'])}",
+            ]
+        )
+    return [
+        "Bounded runs over the pre-loaded transactions. rows/s: rows written after "
+        "the first JDBC flush divided by the time from the first flush to the last "
+        "(`scored_at`). Wall: process start to exit, start-up and final checkpoint "
+        "included. CPU: every process of the job, user + system.",
+        "",
+    ] + _table(
+        [
+            "run",
+            "parallelism",
+            "bundle size / bundle time / arrow batch",
+            "rows",
+            "rows/s",
+            "wall s",
+            "rows/s incl. start-up",
+            "first row after s",
+            "CPU us per row",
+            "alerts PostgreSQL / Kafka",
+        ],
+        rows,
+    )
+
+
+def _latency(section: dict, sections: dict) -> list[str]:
+    rows = []
+    for r in section["runs"]:
+        lat = r["latency_ms"]
+        rows.append(
+            [
+                _n(r["rate"]),
+                _n(r["achieved_rate"]),
+                "yes" if r["kept_up"] else "**no**",
+                _n(r["alerts"]),
+                *[
+                    " / ".join(_n(lat[kind][p]) for p in ("p50", "p95", "p99"))
+                    for kind in ("alert record", "alert visible", "row")
+                ],
+            ]
+        )
+    settings = section["runs"][0]["job_settings"] if section["runs"] else {}
+    parallelism = section["runs"][0]["parallelism"] if section["runs"] else "?"
+    return [
+        f"The job unbounded at parallelism {parallelism}, produced to at a fixed rate "
+        "after a warm-up; latency from the input's Kafka timestamp, in ms, "
+        "p50 / p95 / p99. Checkpoint interval set to "
+        f"{_n(settings.get('checkpoint_interval_ms'))} ms for these runs (10,000 ms by "
+        "default). *alert record*: the alert's Kafka timestamp, taken when the sink "
+        "sends it inside an open Kafka transaction. *alert visible*: when a "
+        "`read_committed` consumer got it, which waits for the checkpoint that commits "
+        "the transaction, so at the default interval it grows by up to 10 s. *row*: "
+        "`scored_at` in PostgreSQL (JDBC flushes every "
+        f"{_n(settings.get('jdbc_flush_interval_ms'))} ms or "
+        f"{_n(settings.get('jdbc_batch_rows'))} rows).",
+        "",
+    ] + _table(
+        [
+            "input tx/s",
+            "achieved",
+            "kept up",
+            "alerts",
+            "alert record",
+            "alert visible",
+            "row in PostgreSQL",
+        ],
+        rows,
+    )
+
+
+def _state(section: dict, sections: dict) -> list[str]:
+    rows = [
+        [_n(int(size)), _n(rates["pickled"]), _n(rates["objects"])]
+        for size, rates in section["rows_per_second"].items()
+    ]
+    return [
+        f"{_n(section['updates_per_size'])} transactions on cards drawn at random, "
+        f"{_n(section['terminals'])} terminals; median of three thirds.",
+        "",
+    ] + _table(
+        [
+            "cards in state",
+            "tx/s, state pickled (as the job)",
+            "tx/s, state as objects",
+        ],
+        rows,
+    )
+
+
+def _profile(sections: dict) -> list[str]:
+    from bench.findings import findings
+
+    lines = []
+    pieces = sections.get("pieces", {})
+    micros = pieces.get("micros_per_transaction", {})
+    if micros:
+        lines += ["Python work per transaction, each piece alone on one core:", ""]
+        lines += _table(
+            ["piece", "us per transaction"],
+            [
+                [name.replace("  ", "&nbsp;&nbsp;"), _n(v, 1)]
+                for name, v in micros.items()
+            ],
+        )
+        for name, note in pieces.get("notes", {}).items():
+            lines.append(f"- {name}: {note}")
+    p1 = _run(sections, "p1")
+    if p1 and p1["cpu"].get("busiest_threads"):
+        lines += ["", f"CPU of the job by thread, run p1 ({_n(p1['rows'])} rows):", ""]
+        lines += _table(
+            ["process/thread (names cut at 15 characters)", "CPU s", "us per row"],
+            [
+                [name, _n(seconds, 1), _n(seconds / p1["rows"] * 1e6)]
+                for name, seconds in p1["cpu"]["busiest_threads"].items()
+            ],
+        )
+    lines += ["", "### Findings", ""] + findings(sections)
+    return lines
