@@ -5,7 +5,9 @@ JVM of the mini-cluster, whose task threads also run the thread-mode Python
 operators, and the Python worker processes that Flink starts for the pandas
 scoring function. ``GroupCpu`` samples ``/proc`` in a background thread and
 keeps each process's and thread's last reading, so processes that exit
-before the end still count (up to one sampling interval short).
+before the end still count (up to one sampling interval short). Each sample
+is also kept with its time, so that ``window`` can give the CPU spent
+between two moments: the steady state of a run, without its start-up.
 
 Limitations: Linux only; thread names are cut to 15 characters by the
 kernel, so threads of one operator chain share a name.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,6 +44,7 @@ class GroupCpu:
         self.interval = interval
         self.processes: dict[int, tuple[str, float]] = {}
         self.threads: dict[tuple[int, int], tuple[str, float]] = {}
+        self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -59,6 +63,10 @@ class GroupCpu:
             self._sample()
 
     def _sample(self) -> None:
+        self._read()
+        self.samples.append((time.time(), self._by_thread()))
+
+    def _read(self) -> None:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -76,17 +84,38 @@ class GroupCpu:
                 if thread is not None:
                     self.threads[(pid, int(task.name))] = (thread[0], thread[2])
 
-    def summary(self) -> dict:
-        """CPU seconds by process name and, for the busiest process, by thread."""
-        by_process: dict[str, float] = defaultdict(float)
-        for name, seconds in self.processes.values():
-            by_process[name] += seconds
+    def _by_thread(self) -> dict[str, float]:
         by_thread: dict[str, float] = defaultdict(float)
         for (pid, _), (name, seconds) in self.threads.items():
             by_thread[f"{self.processes.get(pid, ('?', 0))[0]}/{name}"] += seconds
-        busiest = sorted(by_thread.items(), key=lambda item: -item[1])[:12]
+        return dict(by_thread)
+
+    def summary(self) -> dict:
+        """CPU seconds by process name and by thread name (the busiest)."""
+        by_process: dict[str, float] = defaultdict(float)
+        for name, seconds in self.processes.values():
+            by_process[name] += seconds
         return {
             "by_process": dict(sorted(by_process.items(), key=lambda item: -item[1])),
-            "busiest_threads": dict(busiest),
+            "busiest_threads": _busiest(self._by_thread()),
             "total": sum(by_process.values()),
         }
+
+    def window(self, start: float, end: float) -> dict:
+        """CPU seconds by thread name between two epoch times (nearest samples)."""
+        if not self.samples:
+            return {"busiest_threads": {}, "total": 0.0, "seconds": 0.0}
+        first = min(self.samples, key=lambda s: abs(s[0] - start))
+        last = min(self.samples, key=lambda s: abs(s[0] - end))
+        spent = {
+            name: seconds - first[1].get(name, 0.0) for name, seconds in last[1].items()
+        }
+        return {
+            "busiest_threads": _busiest(spent),
+            "total": sum(spent.values()),
+            "seconds": last[0] - first[0],
+        }
+
+
+def _busiest(by_thread: dict[str, float], count: int = 12) -> dict[str, float]:
+    return dict(sorted(by_thread.items(), key=lambda item: -item[1])[:count])

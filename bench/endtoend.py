@@ -10,7 +10,8 @@ the rate is the rows written after the first flush divided by the time from
 the first flush to the last. Wall time, from starting the process to its
 exit, includes the JVM, the Python workers, loading the model and the final
 checkpoint, and is reported next to it. The job's process group is sampled
-for CPU time by process and thread (``bench.cpu``).
+for CPU time by process and thread (``bench.cpu``), over the whole run and
+between the first and the last flush (the steady state).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class RunResult:
     alerts_kafka: int
     job_settings: dict
     cpu: dict
+    cpu_steady: dict  # between the first and the last flush, with its rows
 
     @property
     def wall_rows_per_second(self) -> float:
@@ -81,6 +83,7 @@ def run_bounded(
         raise
     finally:
         usage = cpu.stop()
+        sampler = cpu
     wall = time.monotonic() - started
     if code != 0:
         raise RuntimeError(
@@ -105,6 +108,8 @@ def run_bounded(
     )
     rows, first, last, first_flush_rows = flushes
     span = (last - first).total_seconds()
+    steady = sampler.window(first.timestamp(), last.timestamp())
+    steady["rows"] = rows - first_flush_rows
     rate = (rows - first_flush_rows) / span if span > 0 else float("nan")
     job_settings = {
         key: getattr(run.settings.job, key)
@@ -130,6 +135,7 @@ def run_bounded(
         alerts_kafka=alerts_kafka,
         job_settings=job_settings,
         cpu=usage,
+        cpu_steady=steady,
     )
 
 

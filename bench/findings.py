@@ -1,7 +1,7 @@
 """What the measurements say: where the job's time goes and what would move it.
 
-Every figure in the text is computed from the run's results; when a section
-did not run, the sentences that need it are left out.
+Every figure in the text is computed from the run's results; a sentence
+whose figures are missing (a section that did not run) is left out.
 """
 
 from __future__ import annotations
@@ -11,190 +11,287 @@ OPERATORS = (
     "CardHistory (operator function)",
     "TerminalHistory (operator function)",
 )
-
-
-def _micros(sections: dict) -> dict:
-    return sections.get("pieces", {}).get("micros_per_transaction", {}) or {}
-
-
-def _runs(sections: dict) -> dict:
-    return {r["variant"]: r for r in sections.get("endtoend", {}).get("runs", []) or []}
-
-
-def _thread_micros(run: dict, prefix: str) -> float:
-    """CPU microseconds per row of the threads whose name starts with ``prefix``."""
-    threads = run["cpu"].get("busiest_threads", {})
-    seconds = sum(s for name, s in threads.items() if name.startswith(prefix))
-    return seconds / run["rows"] * 1e6
+TARGET_TX_PER_S = 25_000
+CORES = 2
 
 
 def findings(sections: dict) -> list[str]:
-    micros = _micros(sections)
-    runs = _runs(sections)
-    p1, p2 = runs.get("p1"), runs.get("p2")
+    facts = _Facts(sections)
     out = []
-
-    if p1:
-        cpu_per_row = p1["cpu"]["total"] / p1["rows"] * 1e6
-        out.append(
-            f"- **The job spends {cpu_per_row:,.0f} us of CPU per transaction** at "
-            f"parallelism 1 (run p1, start-up included), which caps it near "
-            f"{2e6 / cpu_per_row:,.0f} tx/s on two fully free cores. 25,000 tx/s on "
-            f"two cores needs about {2e6 / 25_000:,.0f} us per transaction."
-        )
-    python = sum(micros.get(name, 0.0) for name in OPERATORS)
-    score = micros.get("ScoreBatch.eval, skl2onnx graph")
-    if p1 and python and score:
-        cpu_per_row = p1["cpu"]["total"] / p1["rows"] * 1e6
-        ours = python + score
-        out.append(
-            f"- **Our Python code is not what dominates.** The three operator functions "
-            f"cost {python:,.0f} us per transaction and the scoring function "
-            f"{score:,.0f} us when timed alone, {ours:,.0f} us together: "
-            f"{ours / cpu_per_row:.0%} of the job's CPU per row. The remaining "
-            f"{cpu_per_row - ours:,.0f} us are Flink's side: each hop between the JVM "
-            "and Python converts every field of every row (five Python operators, "
-            "two of them only compute keys), rows cross two network shuffles, the "
-            "pandas function runs in a separate Beam worker process (Arrow, gRPC), "
-            "and the JIT compiler and JDBC/Kafka sinks take their share."
-        )
-    if p1:
-        worker = (
-            sum(
-                s
-                for name, s in p1["cpu"]["busiest_threads"].items()
-                if name.startswith("python/")
-            )
-            / p1["rows"]
-            * 1e6
-        )
-        keyby = _thread_micros(p1, "java/_stream_key_by")
-        card = _thread_micros(p1, "java/card-history")
-        terminal = _thread_micros(p1, "java/terminal-histor")
-        source = _thread_micros(p1, "java/Source: transac")
-        jit = _thread_micros(p1, "java/C2 Compiler") + _thread_micros(
-            p1, "java/C1 Compiler"
-        )
-        out.append(
-            f"- By thread (run p1, us per row): source + validation chain {source:,.0f}, "
-            f"the standalone key-by operator {keyby:,.0f}, card history {card:,.0f}, "
-            f"terminal history + scoring call + sinks {terminal:,.0f}, the pandas "
-            f"worker process {worker:,.0f}, JIT compilers {jit:,.0f}."
-        )
-        if score:
-            out.append(
-                f"  The pandas worker burns {worker:,.0f} us per row where "
-                f"`ScoreBatch.eval` itself needs {score:,.0f}: "
-                f"{max(worker - score, 0):,.0f} us per row go to moving batches "
-                "through Beam and Arrow."
-            )
-    if p1 and p2:
-        out.append(
-            f"- Parallelism 2 gives {p2['rows_per_second']:,.0f} tx/s against "
-            f"{p1['rows_per_second']:,.0f} at 1 "
-            f"({p2['rows_per_second'] / p1['rows_per_second']:.2f}x): with two cores "
-            "and a single-threaded job already using more than one core (its chains "
-            "run in parallel threads), a second slot adds little."
-        )
-    variants = [r for name, r in runs.items() if name.startswith("p1-bundle")]
-    if p1 and variants:
-        parts = [
-            f"bundle {r['job_settings']['bundle_size']:,} / "
-            f"{r['job_settings']['bundle_time_ms']:,} ms / arrow batch "
-            f"{r['job_settings']['score_batch_size']:,}: "
-            f"{r['rows_per_second']:,.0f} tx/s ({r['rows_per_second'] / p1['rows_per_second']:.2f}x)"
-            for r in variants
-        ]
-        out.append(
-            f"- Bundle and batch sizes move little: default "
-            f"(5,000 / 200 ms / 5,000) {p1['rows_per_second']:,.0f} tx/s; "
-            + "; ".join(parts)
-            + ". The cost is per row, not per bundle."
-        )
-    compact = micros.get("  of which scoring, compact")
-    skl = micros.get("  of which scoring, skl2onnx")
-    explain = micros.get("  of which explanations, skl2onnx")
-    if compact and skl:
-        out.append(
-            f"- Scoring itself is small: {skl:,.1f} us per row with skl2onnx's graph, "
-            f"{compact:,.1f} with the compact graph, at 5,000-row batches; "
-            f"explanations of alerting rows add {explain or 0:,.1f} us per row on "
-            "average."
-        )
-    out += ["", "### Recommended changes to `jobs/`", ""] + _recommendations(sections)
+    out += facts.budget()
+    out += facts.python_share()
+    out += facts.threads()
+    out += facts.scaling()
+    out += facts.bundles()
+    out += facts.scoring()
+    out += facts.latency()
+    out += ["", "### Recommended changes to `jobs/`", ""] + facts.recommendations()
     return out
 
 
-def _recommendations(sections: dict) -> list[str]:
-    micros = _micros(sections)
-    runs = _runs(sections)
-    p1 = runs.get("p1")
-    lines = []
-    keyby = _thread_micros(p1, "java/_stream_key_by") if p1 else None
-    lines.append(
-        "1. **Key without Python.** `key_by(lambda row: ...)` adds a Python map "
-        "operator per key (`_stream_key_by_map_operator`), which converts every row "
-        "to Python and back to compute one field"
-        + (f"; the standalone one alone costs {keyby:,.0f} us per row" if keyby else "")
-        + ". Emit the key as the first field of a two-field `Types.TUPLE([STRING, "
-        "PICKLED_BYTE_ARRAY])` record from `Validate` and from the card operator, or "
-        "move validation and keying into a Table API/SQL step (`JSON_VALUE`, "
-        "`PARTITION BY`), so that the shuffle happens in the JVM."
-    )
-    lines.append(
-        "2. **Pass one opaque field between Python operators.** Rows of 10 to 30 typed "
-        "fields are converted field by field at every JVM/Python crossing "
-        "(`CARD_OUT`, `FEATURED`). Between `Validate`, `CardHistory` and "
-        "`TerminalHistory`, carry `(key, pickled tuple)` "
-        "(`Types.PICKLED_BYTE_ARRAY`), and build the typed `FEATURED` row once, "
-        "where the table is made."
-    )
-    score = micros.get("ScoreBatch.eval, skl2onnx graph")
-    compact = micros.get("  of which scoring, compact")
-    lines.append(
-        "3. **Score inside the terminal operator, in thread mode, with the compact "
-        "graph.** The pandas function is the only step in process mode: a second "
-        "Python process, Arrow batches over gRPC, the Table API conversion and a "
-        "`PythonCalc` in the terminal chain. Scoring one row with the compact graph "
-        "costs "
-        + (
-            f"about {1e6 / _kernel_rate(sections, '1'):,.1f} us"
-            if _kernel_rate(sections, "1")
-            else "a few us"
-        )
-        + " (kernel, batch 1)"
-        + (
-            f", less than the {score:,.0f} us per row of `ScoreBatch.eval` at 5,000-row "
-            "batches"
-            if score
+class _Facts:
+    """Figures derived from one run's sections."""
+
+    def __init__(self, sections: dict):
+        self.sections = sections
+        self.micros = sections.get("pieces", {}).get("micros_per_transaction", {}) or {}
+        runs = sections.get("endtoend", {}).get("runs", []) or []
+        self.runs = {r["variant"]: r for r in runs}
+        self.p1 = self.runs.get("p1")
+        self.p2 = self.runs.get("p2")
+        steady = (self.p1 or {}).get("cpu_steady") or {}
+        self.steady = steady if steady.get("rows") else None
+
+    # -- figures -----------------------------------------------------------------
+
+    def cpu_per_row(self) -> float | None:
+        if self.steady is None:
+            return None
+        return self.steady["total"] / self.steady["rows"] * 1e6
+
+    def thread(self, prefix: str) -> float:
+        """Steady-state CPU us per row of threads whose name starts with ``prefix``."""
+        if self.steady is None:
+            return 0.0
+        threads = self.steady["busiest_threads"]
+        seconds = sum(s for name, s in threads.items() if name.startswith(prefix))
+        return seconds / self.steady["rows"] * 1e6
+
+    def python(self) -> float | None:
+        if not all(name in self.micros for name in OPERATORS):
+            return None
+        return sum(self.micros[name] for name in OPERATORS)
+
+    def kernel(self, method: str, batch: str) -> float | None:
+        rates = self.sections.get("kernel", {}).get("rows_per_second", {})
+        return rates.get(method, {}).get(batch)
+
+    # -- findings -----------------------------------------------------------------
+
+    def budget(self) -> list[str]:
+        cpu = self.cpu_per_row()
+        if cpu is None:
+            return []
+        return [
+            f"- **The job spends {cpu:,.0f} us of CPU per transaction** in its steady "
+            f"state at parallelism 1 (all processes and threads, run p1), so "
+            f"{CORES} fully free cores could carry at most about "
+            f"{CORES * 1e6 / cpu:,.0f} tx/s. {TARGET_TX_PER_S:,} tx/s on {CORES} "
+            f"cores leaves {CORES * 1e6 / TARGET_TX_PER_S:,.0f} us per transaction "
+            "for everything."
+        ]
+
+    def python_share(self) -> list[str]:
+        cpu, python = self.cpu_per_row(), self.python()
+        score = self.micros.get("ScoreBatch.eval, skl2onnx graph")
+        if cpu is None or python is None or score is None:
+            return []
+        ours = python + score
+        features = self.micros.get("features (pickled state)")
+        rules = (
+            f" Of the operator functions' {python:,.0f} us, the features with their "
+            f"pickled state take {features:,.0f}; the rest is parsing, rule "
+            "evaluation (a dict per row for the rule engine, JSON of the hits), "
+            "dead-letter checks and building rows."
+            if features
             else ""
         )
-        + "; explain alerting rows in the same place. Keep the JDBC and Kafka sinks "
-        "(the table is then made from `FEATURED` + score columns, with no Python "
-        "function in it)."
-    )
-    lines.append(
-        "4. **Switch `training/train.py` to the compact graph** "
-        "(`training.compact_onnx.write_compact_model`): same scores within 1e-5 and "
-        "the same alerts on real rows"
-        + (
-            f", {compact:,.1f} us per row instead of "
-            f"{micros.get('  of which scoring, skl2onnx', 0):,.1f} at 5,000-row batches"
-            if compact
-            else ""
-        )
-        + "."
-    )
-    lines.append(
-        "5. **Fewer JSON round trips per row in the keyed operators.** "
-        "`CardHistory` builds a dict of the row and the features for the rule "
-        "engine and `json.dumps` of hits on every row, `TerminalHistory` "
-        "`json.loads` the card hits again; evaluate rules only when a rule uses the "
-        "key kind, and pass hits as a tuple until the table."
-    )
-    return lines
+        return [
+            f"- **Our Python code is a small part of it.** Timed alone on one core, "
+            f"the three operator functions of `jobs.operators` cost {python:,.0f} us "
+            f"per transaction and `ScoreBatch.eval` {score:,.0f} us: {ours:,.0f} us, "
+            f"{ours / cpu:.0%} of the job's {cpu:,.0f}. The other "
+            f"{cpu - ours:,.0f} us are spent by Flink around that code." + rules
+        ]
 
+    def threads(self) -> list[str]:
+        if self.steady is None:
+            return []
+        source = self.thread("java/Source: transac")
+        keyby = self.thread("java/_stream_key_by")
+        card = self.thread("java/card-history")
+        terminal = self.thread("java/terminal-histor")
+        worker = self.thread("python/")
+        jit = self.thread("java/C2 Compiler") + self.thread("java/C1 Compiler")
+        gc = self.thread("java/GC Thread")
+        lines = [
+            f"- **By thread, steady state, us per row:** source + validation chain "
+            f"{source:,.0f}; the key-by map after the union (a Python operator that "
+            f"only computes the terminal id) {keyby:,.0f}; card history {card:,.0f}; "
+            f"terminal history + the scoring call + the sinks {terminal:,.0f}; the "
+            f"pandas function's worker process {worker:,.0f}; JIT compilers "
+            f"{jit:,.0f}; garbage collection {gc:,.0f}."
+        ]
+        pairs = [
+            (
+                "source + validation chain",
+                source,
+                self.micros.get("Validate (operator function)"),
+            ),
+            ("card history", card, self.micros.get("CardHistory (operator function)")),
+            (
+                "pandas worker",
+                worker,
+                self.micros.get("ScoreBatch.eval, skl2onnx graph"),
+            ),
+        ]
+        gaps = [
+            f"{name} {thread:,.0f} against {alone:,.0f}"
+            for name, thread, alone in pairs
+            if alone and thread
+        ]
+        if gaps:
+            lines.append(
+                "  The same code costs several times more inside the job than alone ("
+                + "; ".join(gaps)
+                + " us): every row crosses between the JVM and Python field by "
+                "field, through PyFlink's coders, at each of the five Python "
+                "operators, and the pandas function's rows travel to a second "
+                f"process as Arrow batches over gRPC. A Python operator that does "
+                f"nothing but return a key costs {keyby:,.0f} us per row."
+            )
+        return lines
 
-def _kernel_rate(sections: dict, batch: str) -> float | None:
-    rates = sections.get("kernel", {}).get("rows_per_second", {})
-    return rates.get("compact graph (Scorer)", {}).get(batch)
+    def scaling(self) -> list[str]:
+        if not (self.p1 and self.p2):
+            return []
+        ratio = self.p2["rows_per_second"] / self.p1["rows_per_second"]
+        return [
+            f"- **Parallelism 2** gives {self.p2['rows_per_second']:,.0f} tx/s against "
+            f"{self.p1['rows_per_second']:,.0f} at 1 ({ratio:.2f}x). At parallelism 1 "
+            "the job's chains already run in four threads and a second process, so "
+            "on two shared cores a second slot has little idle CPU to use."
+        ]
+
+    def bundles(self) -> list[str]:
+        variants = [r for name, r in self.runs.items() if name.startswith("p1-bundle")]
+        if not (self.p1 and variants):
+            return []
+        base = self.p1["rows_per_second"]
+        parts = []
+        for r in variants:
+            s = r["job_settings"]
+            parts.append(
+                f"{s['bundle_size']:,} / {s['bundle_time_ms']:,} ms / "
+                f"{s['score_batch_size']:,}: {r['rows_per_second']:,.0f} tx/s "
+                f"({r['rows_per_second'] / base:.2f}x)"
+            )
+        return [
+            "- **Bundle and batch sizes** (bundle size / bundle time / Arrow batch): "
+            f"5,000 / 200 ms / 5,000 (default) {base:,.0f} tx/s; "
+            + "; ".join(parts)
+            + ". The cost is paid per row, so batching knobs cannot close the gap."
+        ]
+
+    def scoring(self) -> list[str]:
+        skl = self.micros.get("  of which scoring, skl2onnx")
+        compact = self.micros.get("  of which scoring, compact")
+        explain = self.micros.get("  of which explanations, skl2onnx")
+        if not (skl and compact):
+            return []
+        return [
+            f"- **Scoring is cheap either way:** {skl:,.1f} us per row with skl2onnx's "
+            f"graph, {compact:,.1f} with the compact graph, on 5,000-row batches; "
+            f"explaining the alerting rows adds {explain or 0:,.1f} us per row on "
+            "average."
+        ]
+
+    def latency(self) -> list[str]:
+        runs = self.sections.get("latency", {}).get("runs", []) or []
+        out = []
+        for r in runs:
+            lat = r["latency_ms"]
+            record, visible, row = (
+                lat["alert record"]["p50"],
+                lat["alert visible"]["p50"],
+                lat["row"]["p50"],
+            )
+            if None in (record, visible, row):
+                continue
+            state = "keeps up" if r["kept_up"] else "does not keep up"
+            out.append(
+                f"- **At {r['rate']:,.0f} tx/s** the job {state}; median latency "
+                f"{record:,.0f} ms to the alert record, {visible:,.0f} ms until the "
+                f"alert is visible (checkpoint every "
+                f"{r['job_settings']['checkpoint_interval_ms']:,} ms), {row:,.0f} ms "
+                "to the PostgreSQL row."
+            )
+        return out
+
+    # -- recommendations -------------------------------------------------------------
+
+    def recommendations(self) -> list[str]:
+        keyby = self.thread("java/_stream_key_by")
+        worker = self.thread("python/")
+        terminal = self.thread("java/terminal-histor")
+        score = self.micros.get("ScoreBatch.eval, skl2onnx graph")
+        one_row = self.kernel("compact graph (Scorer)", "1")
+        compact = self.micros.get("  of which scoring, compact")
+        skl = self.micros.get("  of which scoring, skl2onnx")
+        python = self.python()
+        features = self.micros.get("features (pickled state)")
+        lines = [
+            "1. **Key without a Python operator.** `DataStream.key_by(lambda ...)` "
+            "inserts a Python `AddKey` function that wraps each row as "
+            "`Row(key, row)` before Flink's `KeyByKeySelector` keys on field 0. Let "
+            "`Validate` emit `Row(card_id, VALID row)`, and `CardHistory` and "
+            "`ParseFeedback` emit `Row(terminal_id, CARD_OUT row)` (output type "
+            "`Types.ROW([Types.STRING(), ...])`), then key with "
+            "`KeyByKeySelector` on the Java stream as `key_by` does internally. "
+            "This removes two Python calls and two row conversions per transaction, "
+            "and the whole key-by task after the union"
+            + (f" ({keyby:,.0f} us per row measured)" if keyby else "")
+            + ".",
+            "2. **Score in the terminal operator, in thread mode, with the compact "
+            "graph, and drop the pandas function.** It is the only step in process "
+            "mode: a second Python process, Arrow batches over gRPC, and a "
+            "`PythonCalc` plus Table conversions in the terminal chain"
+            + (
+                f" ({worker:,.0f} us per row in the worker process alone, "
+                f"{terminal:,.0f} in the terminal chain's thread)"
+                if worker
+                else ""
+            )
+            + ". Scoring one row in place costs "
+            + (f"{1e6 / one_row:,.0f} us" if one_row else "a few us")
+            + " (kernel, compact graph, batch 1)"
+            + (
+                f" against {score:,.0f} us per row for `ScoreBatch.eval`"
+                if score
+                else ""
+            )
+            + ". Emit `FEATURED` + score, risk, alert flag, model version and reasons "
+            "from `TerminalHistory` (explain only alerting rows there, as now), and "
+            "make the JDBC and Kafka tables from that stream with no Python function "
+            "between.",
+            "3. **Write the compact graph from `training/train.py`** "
+            "(`training.compact_onnx.write_compact_model`, metadata `graph: "
+            "compact`; `udfs.scoring.Scorer` already reads it): the same scores within "
+            "1e-5 and the same alerts on every real row checked"
+            + (
+                f", {compact:,.1f} us per row instead of {skl:,.1f}"
+                if compact and skl
+                else ""
+            )
+            + ". It is a prerequisite of 2, where rows are scored one by one.",
+            "4. **Fewer Python objects per row in the keyed operators.** "
+            + (
+                f"The operator functions cost {python:,.0f} us per row alone, the "
+                f"features in them {features:,.0f}: "
+                if python and features
+                else ""
+            )
+            + "`CardHistory` builds a dict of the row and its features for the rule "
+            "engine and `json.dumps` the hits on every row, `TerminalHistory` "
+            "`json.loads` them again and builds another dict. Skip rule evaluation "
+            "when no rule of that key kind is active, and pass hits as a tuple until "
+            "the table.",
+            "5. **Alert latency is set by the checkpoint interval.** Alerts are "
+            "written in Kafka transactions committed at checkpoints, so an alert is "
+            "visible one interval (plus the checkpoint's duration) after it is "
+            "written. To "
+            "show alerts within a second, run with `job.checkpoint_interval_ms` near "
+            "1,000, or send alerts at least once, keyed by transaction id, and let "
+            "consumers drop repeats.",
+        ]
+        return lines

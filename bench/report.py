@@ -51,6 +51,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _steady_micros(run: dict) -> float | None:
+    steady = run.get("cpu_steady") or {}
+    rows = steady.get("rows")
+    return steady["total"] / rows * 1e6 if rows else None
+
+
 def _e2e_runs(sections: dict) -> list[dict]:
     return sections.get("endtoend", {}).get("runs", []) or []
 
@@ -84,11 +90,13 @@ def _header(meta: dict) -> list[str]:
     return [
         "# txwatch benchmark results",
         "",
-        f"Run {meta.get('started_at', '?')}, {mode}, {meta.get('seconds', '?')} s in all. "
+        f"Run {meta.get('started_at', '?')}, {mode}, "
+        f"{meta.get('seconds', '?')} s in all. "
         f"{meta.get('cpus', '?')} CPUs, shared with other work on the machine "
         f"(1-minute load {_n(load[0], 2) if load else '?'} at the start): "
         "compare figures within this run, not across machines. "
-        f"Python {meta.get('python', '?')}, onnxruntime {meta.get('onnxruntime', '?')}, "
+        f"Python {meta.get('python', '?')}, "
+        f"onnxruntime {meta.get('onnxruntime', '?')}, "
         f"scikit-learn {meta.get('scikit_learn', '?')}.",
         "",
         f"Model: `{model.get('version', '?')}`, Isolation Forest of "
@@ -231,7 +239,7 @@ def _endtoend(section: dict, sections: dict) -> list[str]:
                 _n(r["wall_seconds"]),
                 _n(r["wall_rows_per_second"]),
                 _n(r["first_row_after_seconds"]),
-                _n(r["cpu"]["total"] / r["rows"] * 1e6) if r["rows"] else "-",
+                _n(_steady_micros(r)),
                 f"{_n(r['alerts_table'])} / {_n(r['alerts_kafka'])}",
             ]
         )
@@ -239,7 +247,8 @@ def _endtoend(section: dict, sections: dict) -> list[str]:
         "Bounded runs over the pre-loaded transactions. rows/s: rows written after "
         "the first JDBC flush divided by the time from the first flush to the last "
         "(`scored_at`). Wall: process start to exit, start-up and final checkpoint "
-        "included. CPU: every process of the job, user + system.",
+        "included. CPU per row: every process and thread of the job, user + system, "
+        "between the first and the last flush, divided by the rows written then.",
         "",
     ] + _table(
         [
@@ -340,13 +349,20 @@ def _profile(sections: dict) -> list[str]:
         for name, note in pieces.get("notes", {}).items():
             lines.append(f"- {name}: {note}")
     p1 = _run(sections, "p1")
-    if p1 and p1["cpu"].get("busiest_threads"):
-        lines += ["", f"CPU of the job by thread, run p1 ({_n(p1['rows'])} rows):", ""]
+    steady = (p1 or {}).get("cpu_steady") or {}
+    if steady.get("rows"):
+        lines += [
+            "",
+            f"CPU of the job by thread, run p1, between its first and last flush "
+            f"({_n(steady['seconds'], 1)} s, {_n(steady['rows'])} rows; the whole run "
+            f"used {_n(p1['cpu']['total'], 1)} s of CPU):",
+            "",
+        ]
         lines += _table(
             ["process/thread (names cut at 15 characters)", "CPU s", "us per row"],
             [
-                [name, _n(seconds, 1), _n(seconds / p1["rows"] * 1e6)]
-                for name, seconds in p1["cpu"]["busiest_threads"].items()
+                [name, _n(seconds, 1), _n(seconds / steady["rows"] * 1e6)]
+                for name, seconds in steady["busiest_threads"].items()
             ],
         )
     lines += ["", "### Findings", ""] + findings(sections)

@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # kafka-python warns about its own slow event loop under a busy CPU.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     data_dir = Path(
         args.data_dir or os.environ.get("TXWATCH_DATA_DIR") or DEFAULT_DATA_DIR
     )

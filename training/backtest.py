@@ -228,3 +228,62 @@ class _Labels:
                 f"there are more labels than the {self._count} events; pass one "
                 "label per event",
             )
+
+
+def _events(frame, matrix, names) -> Iterator[dict[str, Any]]:
+    columns = zip(
+        frame["transaction_id"].to_numpy(),
+        frame["event_time_ms"].to_numpy(),
+        frame["card_id"].to_numpy(),
+        frame["terminal_id"].to_numpy(),
+        strict=True,
+    )
+    for row, (tx, t, card, terminal) in zip(matrix, columns, strict=True):
+        event = dict(zip(names, row.tolist(), strict=True))
+        event.update(transaction_id=str(tx), event_time_ms=int(t), card_id=str(card),
+                     terminal_id=str(terminal), currency="EUR")
+        yield event
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``txwatch rules backtest --rules FILE --data FILE... [--from D --to D]``."""
+    import argparse
+
+    from udfs.features import FEATURE_NAMES
+    from udfs.rules import BASE_FIELDS
+
+    from .dataset import compute_features, load_handbook
+
+    parser = argparse.ArgumentParser(prog="txwatch rules")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("backtest", help="hits, precision and recall of each rule")
+    p.add_argument("--rules", required=True, help="rule pack (YAML)")
+    p.add_argument("--data", required=True, nargs="+", help="handbook CSV files")
+    p.add_argument("--from", dest="start", help="first day, inclusive (YYYY-MM-DD)")
+    p.add_argument("--to", dest="end", help="last day, exclusive (YYYY-MM-DD)")
+    p.add_argument("--label-delay-days", type=int, default=7)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+
+    ruleset = RuleSet.from_yaml(args.rules, BASE_FIELDS | frozenset(FEATURE_NAMES))
+    frame = load_handbook(args.data, args.start, args.end)
+    matrix, duplicates, _ = compute_features(frame, args.label_delay_days, progress=True)
+    keep = ~duplicates
+    frame, matrix = frame[keep], matrix[keep]
+    rows = backtest(ruleset, _events(frame, matrix, FEATURE_NAMES),
+                    frame["label"].to_numpy().tolist())
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{len(frame):,} transactions, {int(frame['label'].sum()):,} fraudulent")
+    print(f"{'rule':<28}{'ver':>4} {'mode':<7}{'hits':>9}{'true pos':>10}"
+          f"{'precision':>11}{'recall':>9}")
+    for row in rows:
+        precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"
+        recall = "-" if row["recall"] is None else f"{row['recall']:.3f}"
+        version = "" if row["version"] is None else row["version"]
+        print(f"{row['rule_id']:<28}{version:>4} {row['mode']:<7}{row['hits']:>9,}"
+              f"{row['true_positives']:>10,}{precision:>11}{recall:>9}")
+    return 0

@@ -162,6 +162,7 @@ def _passthrough(module: str, function: str):
 
         return getattr(importlib.import_module(module), function)(args.rest)
 
+    run.passthrough = True
     return run
 
 
@@ -239,7 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Subcommands with their own parsers take their options as they come;
+    # argparse leaves leading options of a remainder unmatched.
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args.run, "passthrough", False):
+        args.rest = extra + args.rest
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

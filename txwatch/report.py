@@ -588,6 +588,8 @@ def _feature_drift(data: ReportData) -> Plot | None:
         colour_label, colour_map, limits = "shift (std)", "RdBu_r", (-2.0, 2.0)
     else:
         return None
+    if not cells:  # e.g. every feature constant on the reference day
+        return None
 
     columns = sorted({key[0] for key in cells})
     features = sorted(
