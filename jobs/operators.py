@@ -12,8 +12,8 @@ import logging
 import time
 
 from pyflink.common import Row, Types
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.common.time import Time
+from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (
     KeyedBroadcastProcessFunction,
     OutputTag,
@@ -28,7 +28,12 @@ from pyflink.datastream.state import (
 from jobs.records import CARD_COLUMNS, RULE_HIT
 from udfs.contract import ContractLimits, Rejection, parse
 from udfs.errors import RuleError
-from udfs.features import FEATURE_NAMES, TERMINAL_FEATURES, CardFeatures, TerminalFeatures
+from udfs.features import (
+    FEATURE_NAMES,
+    TERMINAL_FEATURES,
+    CardFeatures,
+    TerminalFeatures,
+)
 from udfs.rules import BASE_FIELDS, RuleEngine, RuleSet
 
 logger = logging.getLogger(__name__)
@@ -41,7 +46,9 @@ RULE_NAMES = BASE_FIELDS | frozenset(FEATURE_NAMES)
 MAX_RAW_CHARS = 16_384
 
 
-def dead_letter(reason: str, detail: str, stage: str, raw: str, transaction_id=None) -> str:
+def dead_letter(
+    reason: str, detail: str, stage: str, raw: str, transaction_id=None
+) -> str:
     """The JSON written to the dead-letter topic: the reason and the message."""
     return json.dumps(
         {
@@ -97,17 +104,24 @@ class Validate(ProcessFunction):
         parsed = parse(value, self.limits)
         if isinstance(parsed, Rejection):
             self.rejected.inc()
-            yield DEAD_LETTERS, dead_letter(parsed.reason, parsed.detail, "contract", value)
+            yield (
+                DEAD_LETTERS,
+                dead_letter(parsed.reason, parsed.detail, "contract", value),
+            )
             return
         t = parsed.event_time_ms
         if self.newest is not None and t < self.newest - self.max_lateness_ms:
             self.rejected.inc()
-            yield DEAD_LETTERS, dead_letter(
-                "event_time_too_old",
-                f"event_time is {(self.newest - t) // 3_600_000} h behind the stream",
-                "contract",
-                value,
-                parsed.transaction_id,
+            yield (
+                DEAD_LETTERS,
+                dead_letter(
+                    "event_time_too_old",
+                    f"event_time is {(self.newest - t) // 3_600_000} h behind "
+                    "the stream",
+                    "contract",
+                    value,
+                    parsed.transaction_id,
+                ),
             )
             return
         if self.newest is None or t > self.newest:
@@ -169,8 +183,12 @@ class _RuleBearer:
         try:
             command = json.loads(value)
         except ValueError as exc:
-            status = {"rule_id": None, "version": None, "accepted": False,
-                      "reason": f"the command is not JSON: {exc}"}
+            status = {
+                "rule_id": None,
+                "version": None,
+                "accepted": False,
+                "reason": f"the command is not JSON: {exc}",
+            }
         else:
             try:
                 ruleset, status = self.ruleset.apply(command)
@@ -209,7 +227,9 @@ class CardHistory(_RuleBearer, KeyedBroadcastProcessFunction):
         descriptor = ValueStateDescriptor("card", Types.PICKLED_BYTE_ARRAY())
         descriptor.enable_time_to_live(_ttl(self.ttl_days))
         self.state = runtime_context.get_state(descriptor)
-        self.duplicates = runtime_context.get_metrics_group().counter("txwatch_duplicates")
+        self.duplicates = runtime_context.get_metrics_group().counter(
+            "txwatch_duplicates"
+        )
         self._open_rules(runtime_context)
 
     def process_element(self, value, ctx):
@@ -219,21 +239,30 @@ class CardHistory(_RuleBearer, KeyedBroadcastProcessFunction):
         )
         if update.duplicate:
             self.duplicates.inc()
-            yield DEAD_LETTERS, dead_letter(
-                "duplicate_transaction_id",
-                f"transaction {value[0]} was already scored for this card",
-                "card_features",
-                json.dumps(_valid_as_dict(value)),
-                value[0],
+            yield (
+                DEAD_LETTERS,
+                dead_letter(
+                    "duplicate_transaction_id",
+                    f"transaction {value[0]} was already scored for this card",
+                    "card_features",
+                    json.dumps(_valid_as_dict(value)),
+                    value[0],
+                ),
             )
             return
         features = update.features
-        rule_state, hits = self._evaluate(ctx, "card", rule_state, {
-            **_valid_as_dict(value), **features})
+        rule_state, hits = self._evaluate(
+            ctx, "card", rule_state, {**_valid_as_dict(value), **features}
+        )
         self.state.update((features_state, rule_state))
         is_late = ctx.timestamp() < ctx.timer_service().current_watermark()
-        yield Row(*value, is_late, json.dumps(hits) if hits else "[]",
-                  *[features[name] for name in CARD_COLUMNS], None)
+        yield Row(
+            *value,
+            is_late,
+            json.dumps(hits) if hits else "[]",
+            *[features[name] for name in CARD_COLUMNS],
+            None,
+        )
 
 
 class TerminalHistory(_RuleBearer, KeyedBroadcastProcessFunction):
@@ -265,25 +294,45 @@ class TerminalHistory(_RuleBearer, KeyedBroadcastProcessFunction):
         if value[-1] is not None:
             # A label may overtake its own transaction (they come from
             # different topics), so it can be the first thing a terminal sees.
-            features_state = self.terminals.add_feedback(features_state, value[1], value[-1])
+            features_state = self.terminals.add_feedback(
+                features_state, value[1], value[-1]
+            )
             self.state.update((features_state, rule_state))
             return
 
         t_features, features_state = self.terminals.update(features_state, value[1])
         card_values = value[9:-1]
-        event = {**_valid_as_dict(value), **t_features,
-                 **dict(zip(CARD_COLUMNS, card_values, strict=True))}
+        event = {
+            **_valid_as_dict(value),
+            **t_features,
+            **dict(zip(CARD_COLUMNS, card_values, strict=True)),
+        }
         rule_state, terminal_hits = self._evaluate(ctx, "terminal", rule_state, event)
         self.state.update((features_state, rule_state))
 
         hits = json.loads(value[8]) + terminal_hits if terminal_hits else None
         for hit in hits if hits is not None else json.loads(value[8]):
-            yield RULE_HITS, Row(value[0], value[1], hit["rule_id"], int(hit["version"]),
-                                 hit["mode"], hit["severity"], hit["reason"],
-                                 value[2], value[3])
+            yield (
+                RULE_HITS,
+                Row(
+                    value[0],
+                    value[1],
+                    hit["rule_id"],
+                    int(hit["version"]),
+                    hit["mode"],
+                    hit["severity"],
+                    hit["reason"],
+                    value[2],
+                    value[3],
+                ),
+            )
         rule_hits = json.dumps(hits) if hits is not None else value[8]
-        yield Row(*value[:8], rule_hits, *card_values,
-                  *[t_features[name] for name in TERMINAL_FEATURES])
+        yield Row(
+            *value[:8],
+            rule_hits,
+            *card_values,
+            *[t_features[name] for name in TERMINAL_FEATURES],
+        )
 
 
 class ParseFeedback(ProcessFunction):
@@ -302,7 +351,10 @@ class ParseFeedback(ProcessFunction):
                 int(obj["known_at_ms"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
-            yield DEAD_LETTERS, dead_letter("malformed_feedback", str(exc)[:200], "feedback", value)
+            yield (
+                DEAD_LETTERS,
+                dead_letter("malformed_feedback", str(exc)[:200], "feedback", value),
+            )
             return
         yield row
 
@@ -323,7 +375,10 @@ def _feedback_row(transaction_id, event_time_ms, terminal_id, known_at_ms) -> Ro
     """A feedback label in the ``CARD_OUT`` shape (other fields null)."""
     values = [None] * _CARD_OUT_WIDTH
     values[0], values[1], values[3], values[-1] = (
-        transaction_id, event_time_ms, terminal_id, known_at_ms
+        transaction_id,
+        event_time_ms,
+        terminal_id,
+        known_at_ms,
     )
     return Row(*values)
 

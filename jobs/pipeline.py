@@ -89,14 +89,20 @@ def connector_jars(jars_dir: Path = JARS_DIR) -> list[str]:
     return [jar.as_uri() for jar in jars]
 
 
-def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptions,
-          writer_password: str):
+def build(
+    env: StreamExecutionEnvironment,
+    settings: Settings,
+    options: JobOptions,
+    writer_password: str,
+):
     """Add the whole job to ``env``; the caller executes it."""
     job = settings.job
     topics = settings.kafka.topics
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("table.local-time-zone", "UTC")
-    t_env.get_config().set("python.fn-execution.arrow.batch.size", str(job.score_batch_size))
+    t_env.get_config().set(
+        "python.fn-execution.arrow.batch.size", str(job.score_batch_size)
+    )
 
     raw = env.from_source(
         _source(settings, topics.transactions, options),
@@ -104,19 +110,27 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
         "transactions",
     ).uid("source-transactions")
 
-    valid = raw.process(
-        Validate(settings.contract, job.max_lateness_ms), output_type=records.VALID
-    ).name("validate").uid("validate")
-    timed = valid.assign_timestamps_and_watermarks(
-        _watermarks(job, EventTime())
-    ).name("event-time").uid("event-time")
+    valid = (
+        raw.process(
+            Validate(settings.contract, job.max_lateness_ms), output_type=records.VALID
+        )
+        .name("validate")
+        .uid("validate")
+    )
+    timed = (
+        valid.assign_timestamps_and_watermarks(_watermarks(job, EventTime()))
+        .name("event-time")
+        .uid("event-time")
+    )
 
     rules = (
         env.from_source(
             _source(settings, topics.rules, options, from_earliest=True),
             # Commands carry no event time; an idle rules input must not hold
             # back the watermark of the operators it is connected to.
-            WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_seconds(1)),
+            WatermarkStrategy.for_monotonous_timestamps().with_idleness(
+                Duration.of_seconds(1)
+            ),
             "rules",
         )
         .uid("source-rules")
@@ -143,9 +157,11 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
         .name("parse-feedback")
         .uid("parse-feedback")
     )
-    feedback_timed = feedback.assign_timestamps_and_watermarks(
-        _watermarks(job, FeedbackTime())
-    ).name("feedback-time").uid("feedback-time")
+    feedback_timed = (
+        feedback.assign_timestamps_and_watermarks(_watermarks(job, FeedbackTime()))
+        .name("feedback-time")
+        .uid("feedback-time")
+    )
     featured = (
         carded.union(feedback_timed)
         .key_by(lambda row: row[3], key_type=Types.STRING())
@@ -161,12 +177,13 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
         _string_sink(settings, topics.rules_status, None)
     ).name("rule-status").uid("sink-rule-status")
 
-    dead = (
-        valid.get_side_output(DEAD_LETTERS)
-        .union(carded.get_side_output(DEAD_LETTERS), feedback.get_side_output(DEAD_LETTERS))
+    dead = valid.get_side_output(DEAD_LETTERS).union(
+        carded.get_side_output(DEAD_LETTERS), feedback.get_side_output(DEAD_LETTERS)
     )
     dead.sink_to(
-        _string_sink(settings, topics.dead_letters, f"{options.transactional_prefix}-dlq")
+        _string_sink(
+            settings, topics.dead_letters, f"{options.transactional_prefix}-dlq"
+        )
     ).name("dead-letters").uid("sink-dead-letters")
 
     table = t_env.from_data_stream(featured)
@@ -182,8 +199,10 @@ def build(env: StreamExecutionEnvironment, settings: Settings, options: JobOptio
     statements = t_env.create_statement_set()
     _create_sinks(t_env, settings, writer_password, options)
     statements.add_insert_sql(
-        f"""INSERT INTO rule_hits_jdbc SELECT transaction_id, {_event_time_expr()}, rule_id,
-            rule_version, mode, severity, reason, card_id, terminal_id FROM rule_hit_rows"""
+        f"""INSERT INTO rule_hits_jdbc
+            SELECT transaction_id, {_event_time_expr()}, rule_id, rule_version, mode,
+                   severity, reason, card_id, terminal_id
+            FROM rule_hit_rows"""
     )
     statements.add_insert_sql(
         f"""INSERT INTO fraud_labels_jdbc SELECT transaction_id, {_event_time_expr()},
@@ -217,20 +236,31 @@ def configure(settings: Settings, options: JobOptions) -> StreamExecutionEnviron
     config.set_string("python.fn-execution.bundle.size", str(job.bundle_size))
     config.set_string("python.fn-execution.bundle.time", str(job.bundle_time_ms))
     config.set_string("python.state.cache-size", "100000")
-    config.set_string("execution.checkpointing.interval", f"{job.checkpoint_interval_ms} ms")
-    config.set_string("execution.checkpointing.timeout", f"{job.checkpoint_timeout_ms} ms")
     config.set_string(
-        "execution.checkpointing.min-pause", f"{job.min_pause_between_checkpoints_ms} ms"
+        "execution.checkpointing.interval", f"{job.checkpoint_interval_ms} ms"
     )
-    config.set_string("execution.checkpointing.externalized-checkpoint-retention",
-                      "RETAIN_ON_CANCELLATION")
-    config.set_string("execution.checkpointing.dir", settings.path(job.checkpoint_dir).as_uri())
+    config.set_string(
+        "execution.checkpointing.timeout", f"{job.checkpoint_timeout_ms} ms"
+    )
+    config.set_string(
+        "execution.checkpointing.min-pause",
+        f"{job.min_pause_between_checkpoints_ms} ms",
+    )
+    config.set_string(
+        "execution.checkpointing.externalized-checkpoint-retention",
+        "RETAIN_ON_CANCELLATION",
+    )
+    config.set_string(
+        "execution.checkpointing.dir", settings.path(job.checkpoint_dir).as_uri()
+    )
     config.set_string("state.backend.type", "hashmap")
     config.set_string("restart-strategy.type", "exponential-delay")
     config.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
     config.set_string("restart-strategy.exponential-delay.max-backoff", "30 s")
-    config.set_string("restart-strategy.exponential-delay.attempts-before-reset-backoff",
-                      str(job.restart_attempts))
+    config.set_string(
+        "restart-strategy.exponential-delay.attempts-before-reset-backoff",
+        str(job.restart_attempts),
+    )
     config.set_string("pipeline.name", options.job_name)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.enable_checkpointing(job.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
@@ -240,14 +270,17 @@ def configure(settings: Settings, options: JobOptions) -> StreamExecutionEnviron
     return env
 
 
-def _source(settings: Settings, topic: str, options: JobOptions,
-            from_earliest: bool = False) -> KafkaSource:
+def _source(
+    settings: Settings, topic: str, options: JobOptions, from_earliest: bool = False
+) -> KafkaSource:
     # The rules topic is always read from its start: replaying every command
     # rebuilds the rule set when the job starts without a checkpoint.
     starting = (
         KafkaOffsetsInitializer.earliest()
         if from_earliest
-        else KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+        else KafkaOffsetsInitializer.committed_offsets(
+            KafkaOffsetResetStrategy.EARLIEST
+        )
     )
     builder = (
         KafkaSource.builder()
@@ -264,7 +297,9 @@ def _source(settings: Settings, topic: str, options: JobOptions,
     return builder.build()
 
 
-def _string_sink(settings: Settings, topic: str, transactional_prefix: str | None) -> KafkaSink:
+def _string_sink(
+    settings: Settings, topic: str, transactional_prefix: str | None
+) -> KafkaSink:
     """Exactly once with a transactional prefix, at least once without."""
     builder = (
         KafkaSink.builder()
@@ -325,7 +360,7 @@ def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions)
             features STRING,
             rule_hits STRING,
             PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
-        ) WITH ({_jdbc_options(settings, 'scored_transactions', password)})
+        ) WITH ({_jdbc_options(settings, "scored_transactions", password)})
         """
     )
     t_env.execute_sql(
@@ -342,7 +377,7 @@ def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions)
             reasons STRING,
             rule_hits STRING,
             PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
-        ) WITH ({_jdbc_options(settings, 'alerts', password)})
+        ) WITH ({_jdbc_options(settings, "alerts", password)})
         """
     )
     t_env.execute_sql(
@@ -358,7 +393,7 @@ def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions)
             card_id STRING,
             terminal_id STRING,
             PRIMARY KEY (transaction_id, event_time, rule_id) NOT ENFORCED
-        ) WITH ({_jdbc_options(settings, 'rule_hits', password)})
+        ) WITH ({_jdbc_options(settings, "rule_hits", password)})
         """
     )
     t_env.execute_sql(
@@ -369,7 +404,7 @@ def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions)
             terminal_id STRING,
             known_at TIMESTAMP(3),
             PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
-        ) WITH ({_jdbc_options(settings, 'fraud_labels', password)})
+        ) WITH ({_jdbc_options(settings, "fraud_labels", password)})
         """
     )
     t_env.execute_sql(
@@ -443,27 +478,46 @@ def _expose_environment() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``flink run --python jobs/pipeline.py`` and ``txwatch job run``."""
-    parser = argparse.ArgumentParser(prog="txwatch-job", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="YAML settings (conf/txwatch.yaml)")
-    parser.add_argument("--model-dir", default=None, help="model directory to score with")
-    parser.add_argument("--rules", default=None,
-                        help="rule pack in force at start (conf/rules/starter.yaml)")
+    """Entry point of ``flink run --python jobs/pipeline.py`` and ``txwatch job``."""
+    parser = argparse.ArgumentParser(
+        prog="txwatch-job", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--config", default=None, help="YAML settings (conf/txwatch.yaml)"
+    )
+    parser.add_argument(
+        "--model-dir", default=None, help="model directory to score with"
+    )
+    parser.add_argument(
+        "--rules",
+        default=None,
+        help="rule pack in force at start (conf/rules/starter.yaml)",
+    )
     parser.add_argument("--parallelism", type=int, default=None)
-    parser.add_argument("--bounded", action="store_true",
-                        help="stop at the Kafka offsets that are the latest at start")
+    parser.add_argument(
+        "--bounded",
+        action="store_true",
+        help="stop at the Kafka offsets that are the latest at start",
+    )
     parser.add_argument("--name", default="txwatch")
     parser.add_argument("--transactional-prefix", default="txwatch")
-    parser.add_argument("--detached", action="store_true",
-                        help="submit and return instead of waiting for the job to end")
+    parser.add_argument(
+        "--detached",
+        action="store_true",
+        help="submit and return instead of waiting for the job to end",
+    )
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     os.environ.setdefault("TZ", "UTC")
     _expose_environment()
     settings = load(args.config)
     options = JobOptions(
-        model_dir=Path(args.model_dir) if args.model_dir else settings.path(settings.job.model_dir),
+        model_dir=Path(args.model_dir)
+        if args.model_dir
+        else settings.path(settings.job.model_dir),
         bounded=args.bounded,
         **({"rules_file": Path(args.rules)} if args.rules else {}),
         parallelism=args.parallelism,

@@ -61,8 +61,11 @@ class ScoreBatch(ScalarFunction):
         from udfs.registry import ModelWatcher
 
         self.watcher = ModelWatcher(self.model_dir, loader=_load_model)
-        logger.info("scoring with model %s from %s", self.watcher.get()[0].version,
-                    self.model_dir)
+        logger.info(
+            "scoring with model %s from %s",
+            self.watcher.get()[0].version,
+            self.model_dir,
+        )
 
     def eval(self, *columns):
         # The champion is checked between batches: a batch is scored by one
@@ -101,7 +104,9 @@ def _load_model(directory):
 def _active_rule_hits(hits: pd.Series) -> np.ndarray:
     """Rows where an active (not shadow) rule fired."""
     return np.fromiter(
-        (h != "[]" and '"mode": "active"' in h for h in hits), dtype=bool, count=len(hits)
+        (h != "[]" and '"mode": "active"' in h for h in hits),
+        dtype=bool,
+        count=len(hits),
     )
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("TXWATCH_DATA_DIR", PROJECT_ROOT.parent / "shared/data/handbook"))
+DATA_DIR = Path(
+    os.environ.get("TXWATCH_DATA_DIR", PROJECT_ROOT.parent / "shared/data/handbook")
+)
 
 
 @pytest.fixture(scope="session")

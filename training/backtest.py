@@ -240,8 +240,13 @@ def _events(frame, matrix, names) -> Iterator[dict[str, Any]]:
     )
     for row, (tx, t, card, terminal) in zip(matrix, columns, strict=True):
         event = dict(zip(names, row.tolist(), strict=True))
-        event.update(transaction_id=str(tx), event_time_ms=int(t), card_id=str(card),
-                     terminal_id=str(terminal), currency="EUR")
+        event.update(
+            transaction_id=str(tx),
+            event_time_ms=int(t),
+            card_id=str(card),
+            terminal_id=str(terminal),
+            currency="EUR",
+        )
         yield event
 
 
@@ -267,23 +272,32 @@ def main(argv: list[str] | None = None) -> int:
 
     ruleset = RuleSet.from_yaml(args.rules, BASE_FIELDS | frozenset(FEATURE_NAMES))
     frame = load_handbook(args.data, args.start, args.end)
-    matrix, duplicates, _ = compute_features(frame, args.label_delay_days, progress=True)
+    matrix, duplicates, _ = compute_features(
+        frame, args.label_delay_days, progress=True
+    )
     keep = ~duplicates
     frame, matrix = frame[keep], matrix[keep]
-    rows = backtest(ruleset, _events(frame, matrix, FEATURE_NAMES),
-                    frame["label"].to_numpy().tolist())
+    rows = backtest(
+        ruleset,
+        _events(frame, matrix, FEATURE_NAMES),
+        frame["label"].to_numpy().tolist(),
+    )
     if args.json:
         import json
 
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{len(frame):,} transactions, {int(frame['label'].sum()):,} fraudulent")
-    print(f"{'rule':<28}{'ver':>4} {'mode':<7}{'hits':>9}{'true pos':>10}"
-          f"{'precision':>11}{'recall':>9}")
+    print(
+        f"{'rule':<28}{'ver':>4} {'mode':<7}{'hits':>9}{'true pos':>10}"
+        f"{'precision':>11}{'recall':>9}"
+    )
     for row in rows:
         precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"
         recall = "-" if row["recall"] is None else f"{row['recall']:.3f}"
         version = "" if row["version"] is None else row["version"]
-        print(f"{row['rule_id']:<28}{version:>4} {row['mode']:<7}{row['hits']:>9,}"
-              f"{row['true_positives']:>10,}{precision:>11}{recall:>9}")
+        print(
+            f"{row['rule_id']:<28}{version:>4} {row['mode']:<7}{row['hits']:>9,}"
+            f"{row['true_positives']:>10,}{precision:>11}{recall:>9}"
+        )
     return 0

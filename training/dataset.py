@@ -139,7 +139,11 @@ def compute_features(
     bar = _progress(n, progress)
     for i in range(n):
         tx_id, t, card, terminal, amount = (
-            int(ids[i]), int(times[i]), int(cards[i]), int(terminals[i]), float(amounts[i])
+            int(ids[i]),
+            int(times[i]),
+            int(cards[i]),
+            int(terminals[i]),
+            float(amounts[i]),
         )
         update, store.cards[card] = CardFeatures.update(
             store.cards.get(card), tx_id, t, amount, terminal

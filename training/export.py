@@ -11,7 +11,8 @@ TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
 def export_onnx(forest: IsolationForest, n_features: int) -> bytes:
-    """The forest as skl2onnx's graph: input ``X`` float32, outputs ``label``, ``scores``."""
+    """skl2onnx's graph of the forest: input ``X`` (float32), outputs ``label``
+    and ``scores``."""
     model = to_onnx(
         forest,
         initial_types=[("X", FloatTensorType([None, n_features]))],

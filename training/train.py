@@ -28,8 +28,8 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from udfs.features import FEATURE_NAMES
 from udfs.explain import SKLEARN_FILE
+from udfs.features import FEATURE_NAMES
 from udfs.scoring import ModelMetadata, Scorer
 
 from .dataset import compute_features, load_handbook
@@ -81,7 +81,9 @@ class TrainingConfig:
             )
         unknown = set(self.features) - set(FEATURE_NAMES)
         if unknown:
-            raise ValueError(f"features {sorted(unknown)} are not defined in udfs.features")
+            raise ValueError(
+                f"features {sorted(unknown)} are not defined in udfs.features"
+            )
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,9 @@ def train(files, model_dir: str | Path, config: TrainingConfig, progress: bool =
     matrix, duplicates, _ = compute_features(
         frame, config.label_delay_days, use_feedback=True, progress=progress
     )
-    in_training = (frame["event_time_ms"].to_numpy() >= _ms(config.train_from)) & ~duplicates
+    in_training = (
+        frame["event_time_ms"].to_numpy() >= _ms(config.train_from)
+    ) & ~duplicates
     columns = [FEATURE_NAMES.index(name) for name in config.features]
     x = matrix[in_training][:, columns]
     y = frame["label"].to_numpy()[in_training]
@@ -161,7 +165,9 @@ def choose_threshold(scores: np.ndarray, alert_rate: float) -> float:
     return float((ordered[k - 1] + ordered[k]) / 2.0)
 
 
-def check_parity(forest: IsolationForest, scorer: Scorer, x: np.ndarray, threshold: float):
+def check_parity(
+    forest: IsolationForest, scorer: Scorer, x: np.ndarray, threshold: float
+):
     """Largest score difference between ONNX and scikit-learn; raise if too big."""
     expected = -forest.score_samples(x)
     got = scorer.score(x)

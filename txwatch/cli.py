@@ -40,15 +40,18 @@ def cmd_db(args, settings: Settings) -> int:
     secrets = _secrets(settings)
     pg = settings.postgres
     report = db.migrate(
-        pg, secrets["admin"], {pg.writer_user: secrets["writer"],
-                               pg.analyst_user: secrets["analyst"]},
+        pg,
+        secrets["admin"],
+        {pg.writer_user: secrets["writer"], pg.analyst_user: secrets["analyst"]},
         force_postgres=args.plain_postgres,
     )
     print(f"database {pg.database}: path taken {report.path_taken}")
     print(f"  applied: {', '.join(report.applied) or 'nothing new'}")
     if args.partitions_from:
         created = db.ensure_partitions(
-            pg, secrets["admin"], date.fromisoformat(args.partitions_from),
+            pg,
+            secrets["admin"],
+            date.fromisoformat(args.partitions_from),
             date.fromisoformat(args.partitions_to or args.partitions_from),
         )
         print(f"  partitions created: {created}")
@@ -68,11 +71,19 @@ def cmd_train(args, settings: Settings) -> int:
     from training.train import TrainingConfig, train
 
     config = TrainingConfig(
-        history_from=args.history_from, train_from=args.train_from, train_to=args.train_to,
-        target_alert_rate=args.alert_rate, n_estimators=args.trees, seed=args.seed,
+        history_from=args.history_from,
+        train_from=args.train_from,
+        train_to=args.train_to,
+        target_alert_rate=args.alert_rate,
+        n_estimators=args.trees,
+        seed=args.seed,
         label_delay_days=settings.job.label_delay_days,
     )
-    model_dir = Path(args.model_dir) if args.model_dir else settings.path(settings.job.model_dir)
+    model_dir = (
+        Path(args.model_dir)
+        if args.model_dir
+        else settings.path(settings.job.model_dir)
+    )
     result = train(data_files(_data_dir(args)), model_dir, config)
     print(f"model {result.metadata.version} written to {model_dir}")
     for name, value in result.metrics.items():
@@ -88,7 +99,9 @@ def cmd_train(args, settings: Settings) -> int:
     if args.track:
         from training.tracking import log_training_run
 
-        run_id, version = log_training_run(result, config, tracking_uri=args.tracking_uri)
+        run_id, version = log_training_run(
+            result, config, tracking_uri=args.tracking_uri
+        )
         print(f"  MLflow run {run_id}, registered version {version}")
     return 0
 
@@ -112,13 +125,18 @@ def cmd_replay(args, settings: Settings) -> int:
         frame = frame.head(args.limit)
     producer = make_producer(settings.kafka.bootstrap_servers)
     report = replay(
-        producer, frame, settings.kafka.topics.transactions,
+        producer,
+        frame,
+        settings.kafka.topics.transactions,
         None if args.no_feedback else settings.kafka.topics.feedback,
-        settings.job.label_delay_days, rate=args.rate,
+        settings.job.label_delay_days,
+        rate=args.rate,
     )
     producer.close()
-    print(f"sent {report.transactions:,} transactions and {report.feedback:,} labels "
-          f"in {report.seconds:.1f}s ({report.rate:,.0f}/s)")
+    print(
+        f"sent {report.transactions:,} transactions and {report.feedback:,} labels "
+        f"in {report.seconds:.1f}s ({report.rate:,.0f}/s)"
+    )
     return 0
 
 
@@ -150,7 +168,9 @@ def cmd_summary(args, settings: Settings) -> int:
     from txwatch import db
     from txwatch.summary import collect
 
-    conn = db.connect(settings.postgres, settings.postgres.admin_user, _secrets(settings)["admin"])
+    conn = db.connect(
+        settings.postgres, settings.postgres.admin_user, _secrets(settings)["admin"]
+    )
     print(collect(settings, conn).render())
     conn.close()
     return 0
@@ -167,7 +187,9 @@ def _passthrough(module: str, function: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="txwatch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="txwatch", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--config", help="settings YAML (default conf/txwatch.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,8 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="apply migrations and create partitions")
     p.add_argument("--partitions-from", help="first day (YYYY-MM-DD) to partition")
     p.add_argument("--partitions-to", help="last day (YYYY-MM-DD) to partition")
-    p.add_argument("--plain-postgres", action="store_true",
-                   help="take the plain PostgreSQL path even if TimescaleDB is available")
+    p.add_argument(
+        "--plain-postgres",
+        action="store_true",
+        help="take the plain PostgreSQL path even if TimescaleDB is available",
+    )
     p.set_defaults(run=cmd_db)
 
     p = sub.add_parser("topics", help="create the Kafka topics")
@@ -192,9 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alert-rate", type=float, default=0.005)
     p.add_argument("--trees", type=int, default=100)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--register", metavar="REGISTRY", help="copy the model into a registry")
-    p.add_argument("--promote", choices=("champion", "challenger"),
-                   help="with --register: point this alias at the new version")
+    p.add_argument(
+        "--register", metavar="REGISTRY", help="copy the model into a registry"
+    )
+    p.add_argument(
+        "--promote",
+        choices=("champion", "challenger"),
+        help="with --register: point this alias at the new version",
+    )
     p.add_argument("--track", action="store_true", help="log the run to MLflow")
     p.add_argument("--tracking-uri")
     p.set_defaults(run=cmd_train)
@@ -209,12 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--from", dest="start", required=True, help="first day, inclusive")
     p.add_argument("--to", dest="end", required=True, help="last day, exclusive")
-    p.add_argument("--rate", type=float, help="messages a second (default: as fast as possible)")
+    p.add_argument(
+        "--rate", type=float, help="messages a second (default: as fast as possible)"
+    )
     p.add_argument("--limit", type=int)
     p.add_argument("--no-feedback", action="store_true")
     p.set_defaults(run=cmd_replay)
 
-    p = sub.add_parser("job", help="run the streaming job (options: txwatch job -- --help)")
+    p = sub.add_parser(
+        "job", help="run the streaming job (options: txwatch job -- --help)"
+    )
     p.add_argument("job_args", nargs=argparse.REMAINDER)
     p.set_defaults(run=cmd_job)
 
@@ -228,7 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_summary)
 
     for name, module, function, text in (
-        ("evaluate", "training.evaluate", "main", "offline evaluation on the handbook protocol"),
+        (
+            "evaluate",
+            "training.evaluate",
+            "main",
+            "offline evaluation on the handbook protocol",
+        ),
         ("report", "txwatch.report", "main_report", "HTML report from the database"),
         ("query", "txwatch.queries", "main_queries", "run a ready analyst query"),
         ("rules", "training.backtest", "main", "rule tools: backtest"),

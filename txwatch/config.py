@@ -137,10 +137,15 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> Setti
     kafka["topics"] = _build(Topics, kafka.get("topics", {}), "kafka.topics")
     contract = dict(raw.get("contract", {}))
     limits = ContractLimits(
-        currencies={str(k): float(v) for k, v in contract.get("currencies", {"EUR": 1.0}).items()},
+        currencies={
+            str(k): float(v)
+            for k, v in contract.get("currencies", {"EUR": 1.0}).items()
+        },
         max_amount=float(contract.get("max_amount", 1_000_000)),
         max_message_bytes=int(contract.get("max_message_bytes", 16_384)),
-        min_event_time_ms=_epoch_ms(contract.get("min_event_time", "2000-01-01T00:00:00Z")),
+        min_event_time_ms=_epoch_ms(
+            contract.get("min_event_time", "2000-01-01T00:00:00Z")
+        ),
         max_future_ms=int(float(contract.get("max_future_hours", 24)) * 3_600_000),
     )
     return Settings(
@@ -155,7 +160,9 @@ def _build(cls, values: dict, section: str):
     known = {f.name: f for f in fields(cls)}
     unknown = set(values) - set(known)
     if unknown:
-        raise ConfigError(f"{section}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        raise ConfigError(
+            f"{section}: unknown keys {sorted(unknown)}; known: {sorted(known)}"
+        )
     converted = {}
     for name, value in values.items():
         kind = known[name].type

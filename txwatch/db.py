@@ -47,7 +47,9 @@ def migrations(timescale: bool, sql_dir: Path = SQL_DIR) -> list[Migration]:
     for path in sorted(sql_dir.glob("[0-9][0-9][0-9]_*.sql")):
         match = _NAME.match(path.name)
         if not match:
-            raise ValueError(f"{path.name} is not named NNN_name[.timescale|.postgres].sql")
+            raise ValueError(
+                f"{path.name} is not named NNN_name[.timescale|.postgres].sql"
+            )
         version, name, variant = int(match[1]), match[2], match[3]
         if variant == ("postgres" if timescale else "timescale"):
             continue
@@ -57,7 +59,9 @@ def migrations(timescale: bool, sql_dir: Path = SQL_DIR) -> list[Migration]:
     return [chosen[v] for v in sorted(chosen)]
 
 
-def connect(pg: PostgresSettings, user: str, password: str, database: str | None = None):
+def connect(
+    pg: PostgresSettings, user: str, password: str, database: str | None = None
+):
     return psycopg2.connect(
         host=pg.host,
         port=pg.port,
@@ -78,7 +82,9 @@ def ensure_database(pg: PostgresSettings, admin_password: str) -> bool:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pg.database,))
             if cur.fetchone():
                 return False
-            cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(pg.database)))
+            cur.execute(
+                pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(pg.database))
+            )
             return True
     finally:
         conn.close()
@@ -110,7 +116,9 @@ def migrate(
                 )
                 """
             )
-            cur.execute("SELECT variant FROM schema_migrations ORDER BY version LIMIT 1")
+            cur.execute(
+                "SELECT variant FROM schema_migrations ORDER BY version LIMIT 1"
+            )
             row = cur.fetchone()
             if row:  # a database keeps the path it was created on
                 timescale = row[0] == "timescaledb"
@@ -129,7 +137,8 @@ def migrate(
             with conn, conn.cursor() as cur:
                 cur.execute(migration.path.read_text())
                 cur.execute(
-                    "INSERT INTO schema_migrations (version, name, variant) VALUES (%s, %s, %s)",
+                    "INSERT INTO schema_migrations (version, name, variant) "
+                    "VALUES (%s, %s, %s)",
                     (migration.version, migration.name, path_taken),
                 )
             applied.append(label)
@@ -148,7 +157,9 @@ def migrate(
         conn.close()
 
 
-def ensure_partitions(pg: PostgresSettings, admin_password: str, first: date, last: date) -> int:
+def ensure_partitions(
+    pg: PostgresSettings, admin_password: str, first: date, last: date
+) -> int:
     """Create the daily partitions for ``first..last``; returns how many were new."""
     conn = connect(pg, pg.admin_user, admin_password)
     try:

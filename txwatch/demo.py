@@ -59,10 +59,14 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
     report = db.migrate(
         settings.postgres,
         admin,
-        {settings.postgres.writer_user: secrets["writer"],
-         settings.postgres.analyst_user: secrets["analyst"]},
+        {
+            settings.postgres.writer_user: secrets["writer"],
+            settings.postgres.analyst_user: secrets["analyst"],
+        },
     )
-    print(f"   path taken: {report.path_taken}; applied {report.applied or 'nothing new'}")
+    print(
+        f"   path taken: {report.path_taken}; applied {report.applied or 'nothing new'}"
+    )
     db.ensure_partitions(settings.postgres, admin, date(2018, 4, 1), date(2018, 8, 15))
     conn = db.connect(settings.postgres, settings.postgres.admin_user, admin)
     conn.autocommit = True
@@ -80,8 +84,11 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
             model_dir,
             TrainingConfig(train_from=plan.train_from, train_to=plan.train_to),
         )
-        print(f"   model {result.metadata.version}: threshold {result.metadata.threshold:.4f}, "
-              f"ONNX vs scikit-learn max diff {result.metrics['onnx_max_abs_diff']:.2g}")
+        print(
+            f"   model {result.metadata.version}: "
+            f"threshold {result.metadata.threshold:.4f}, "
+            f"ONNX vs scikit-learn max diff {result.metrics['onnx_max_abs_diff']:.2g}"
+        )
     else:
         print(f"   using the model in {model_dir.relative_to(PROJECT_ROOT)}")
 
@@ -93,25 +100,39 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
     say(f"job: starting (parallelism {plan.parallelism})")
     stamp = time.strftime("%Y%m%d%H%M%S")
     job = JobProcess(
-        ["--parallelism", str(plan.parallelism), "--name", "txwatch-demo",
-         "--transactional-prefix", f"txwatch-demo-{stamp}"],
+        [
+            "--parallelism",
+            str(plan.parallelism),
+            "--name",
+            "txwatch-demo",
+            "--transactional-prefix",
+            f"txwatch-demo-{stamp}",
+        ],
         PROJECT_ROOT / ".run" / "logs" / "demo-job.log",
     ).start()
     try:
         say(f"replay: {plan.warmup_from} .. {plan.replay_to} into Kafka")
         started = time.monotonic()
         producer = make_producer(settings.kafka.bootstrap_servers)
-        sent = replay(producer, frame, settings.kafka.topics.transactions,
-                      settings.kafka.topics.feedback, settings.job.label_delay_days,
-                      extra=extra)
+        sent = replay(
+            producer,
+            frame,
+            settings.kafka.topics.transactions,
+            settings.kafka.topics.feedback,
+            settings.job.label_delay_days,
+            extra=extra,
+        )
         from txwatch.replay import to_messages
+
         for key, value in to_messages(duplicates):
             producer.send(settings.kafka.topics.transactions, key=key, value=value)
         producer.flush()
         producer.close()
         total = sent.transactions + len(duplicates)
-        print(f"   sent {total:,} messages ({sent.rate:,.0f}/s), "
-              f"{sent.feedback:,} feedback labels")
+        print(
+            f"   sent {total:,} messages ({sent.rate:,.0f}/s), "
+            f"{sent.feedback:,} feedback labels"
+        )
 
         say("waiting for the job to score everything")
         wait_until(
@@ -120,8 +141,9 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
             "scoring of every valid transaction",
             interval=5.0,
             alive=job.running,
-            on_poll=lambda: print(f"   scored {scored_count(conn):,} / {len(frame):,}",
-                                  flush=True),
+            on_poll=lambda: print(
+                f"   scored {scored_count(conn):,} / {len(frame):,}", flush=True
+            ),
         )
         seconds = time.monotonic() - started
 
@@ -129,14 +151,21 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
             s = collect(settings, conn)
             return s.accounted and s.alerts_kafka >= s.alerts_table
 
-        wait_until(settled, 120.0, "dead letters and alerts committed to Kafka",
-                   interval=5.0, alive=job.running)
+        wait_until(
+            settled,
+            120.0,
+            "dead letters and alerts committed to Kafka",
+            interval=5.0,
+            alive=job.running,
+        )
     finally:
         job.stop()
 
     say("summary")
     labels = frame[["transaction_id", "event_time_ms", "label"]]
-    summary = collect(settings, conn, labels, seconds, quality_from_ms=_ms(plan.replay_from))
+    summary = collect(
+        settings, conn, labels, seconds, quality_from_ms=_ms(plan.replay_from)
+    )
     conn.close()
     return summary
 

@@ -19,7 +19,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from udfs.features import MS_PER_DAY
@@ -38,7 +37,9 @@ class ReplayReport:
         return self.transactions / self.seconds if self.seconds > 0 else float("inf")
 
 
-def to_messages(frame: pd.DataFrame, currency: str = "EUR") -> list[tuple[bytes, bytes]]:
+def to_messages(
+    frame: pd.DataFrame, currency: str = "EUR"
+) -> list[tuple[bytes, bytes]]:
     """(key, value) pairs in the input contract for a handbook frame."""
     times = pd.to_datetime(frame["event_time_ms"].to_numpy(), unit="ms", utc=True)
     stamps = times.strftime("%Y-%m-%dT%H:%M:%S.%f").str.slice(0, 23) + "Z"
@@ -137,5 +138,3 @@ def make_producer(bootstrap_servers: str):
         max_in_flight_requests_per_connection=1,
         retries=10,
     )
-
-

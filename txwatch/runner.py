@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 class JobProcess:
     """The job running in a child process, in its own process group."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None
+    ):
         self.args = args
         self.log_path = log_path
         self.env = env
@@ -72,7 +74,9 @@ class JobProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(
+                self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            )
         except OSError:
             return ""
 

@@ -90,16 +90,24 @@ def collect(
     """Counts of one run; ``labels`` (transaction_id, label) grades the alerts."""
     kafka = settings.kafka
     read = topics.end_offsets_total(kafka.bootstrap_servers, kafka.topics.transactions)
-    dead = [json.loads(m) for m in topics.read_committed(
-        kafka.bootstrap_servers, kafka.topics.dead_letters)]
+    dead = [
+        json.loads(m)
+        for m in topics.read_committed(
+            kafka.bootstrap_servers, kafka.topics.dead_letters
+        )
+    ]
     reasons = Counter(d.get("reason", "?") for d in dead)
     dead_tx = sum(1 for d in dead if d.get("stage") != "feedback")
-    alerts = [json.loads(m) for m in topics.read_committed(
-        kafka.bootstrap_servers, kafka.topics.alerts)]
+    alerts = [
+        json.loads(m)
+        for m in topics.read_committed(kafka.bootstrap_servers, kafka.topics.alerts)
+    ]
     alert_ids = Counter(a["transaction_id"] for a in alerts)
 
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*), count(*) FILTER (WHERE is_late) FROM scored_transactions")
+        cur.execute(
+            "SELECT count(*), count(*) FILTER (WHERE is_late) FROM scored_transactions"
+        )
         scored, late = (int(v) for v in cur.fetchone())
         cur.execute("SELECT count(*) FROM alerts")
         alerts_table = int(cur.fetchone()[0])
@@ -149,5 +157,7 @@ def quality(conn, labels: pd.DataFrame, from_ms: int | None = None) -> dict[str,
         from sklearn.metrics import average_precision_score, roc_auc_score
 
         out["AUC-ROC (score)"] = float(roc_auc_score(fraud, merged["score"]))
-        out["average precision"] = float(average_precision_score(fraud, merged["score"]))
+        out["average precision"] = float(
+            average_precision_score(fraud, merged["score"])
+        )
     return out

@@ -27,7 +27,9 @@ def topic_layout(kafka: KafkaSettings) -> dict[str, int]:
 
 def ensure_topics(kafka: KafkaSettings, reset: bool = False) -> list[str]:
     """Create missing topics (after deleting them all when ``reset``)."""
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id="txwatch-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers, client_id="txwatch-admin"
+    )
     try:
         layout = topic_layout(kafka)
         if reset:
@@ -37,7 +39,9 @@ def ensure_topics(kafka: KafkaSettings, reset: bool = False) -> list[str]:
                     admin.delete_topics(list(existing), timeout_ms=30_000)
                 except UnknownTopicOrPartitionError:
                     pass
-                _wait(lambda: not (set(admin.list_topics()) & existing), "topic deletion")
+                _wait(
+                    lambda: not (set(admin.list_topics()) & existing), "topic deletion"
+                )
         created = []
         for name, partitions in layout.items():
             try:
@@ -63,7 +67,9 @@ def end_offsets_total(bootstrap_servers: str, topic: str) -> int:
     """Messages ever appended to ``topic`` (including transaction markers)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers)
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        partitions = [
+            TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
+        ]
         begin = consumer.beginning_offsets(partitions)
         end = consumer.end_offsets(partitions)
         return sum(end[p] - begin[p] for p in partitions)
@@ -71,7 +77,9 @@ def end_offsets_total(bootstrap_servers: str, topic: str) -> int:
         consumer.close()
 
 
-def read_committed(bootstrap_servers: str, topic: str, idle_ms: int = 3_000) -> list[bytes]:
+def read_committed(
+    bootstrap_servers: str, topic: str, idle_ms: int = 3_000
+) -> list[bytes]:
     """Every committed message of ``topic``, read from the beginning."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers,
@@ -82,7 +90,9 @@ def read_committed(bootstrap_servers: str, topic: str, idle_ms: int = 3_000) -> 
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        partitions = [
+            TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
+        ]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         return [message.value for message in consumer]

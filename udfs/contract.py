@@ -65,7 +65,14 @@ REASONS = {
 }
 
 REQUIRED = ("transaction_id", "event_time", "terminal_id", "amount", "currency")
-OPTIONAL = ("card_id", "customer_id", "merchant_category", "country", "latitude", "longitude")
+OPTIONAL = (
+    "card_id",
+    "customer_id",
+    "merchant_category",
+    "country",
+    "latitude",
+    "longitude",
+)
 KNOWN_FIELDS = frozenset(REQUIRED + OPTIONAL)
 MAX_ID_LENGTH = 64
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -87,7 +94,8 @@ class ContractLimits:
         for code, rate in self.currencies.items():
             if not (isinstance(rate, int | float) and rate > 0 and math.isfinite(rate)):
                 raise ValueError(
-                    f"currencies[{code!r}] must be a positive conversion rate, got {rate!r}"
+                    f"currencies[{code!r}] must be a positive conversion rate, "
+                    f"got {rate!r}"
                 )
         if self.max_amount <= 0 or self.max_message_bytes <= 0:
             raise ValueError("max_amount and max_message_bytes must be positive")
@@ -116,16 +124,22 @@ def parse(message: bytes | str, limits: ContractLimits, now_ms: int | None = Non
     """Return a ``Transaction`` or a ``Rejection`` for one raw message."""
     if isinstance(message, bytes):
         if len(message) > limits.max_message_bytes:
-            return _reject("oversized", f"{len(message)} bytes, limit {limits.max_message_bytes}")
+            return _reject(
+                "oversized", f"{len(message)} bytes, limit {limits.max_message_bytes}"
+            )
         try:
             message = message.decode("utf-8")
         except UnicodeDecodeError as exc:
             return _reject("invalid_utf8", f"undecodable byte at offset {exc.start}")
     elif "\ufffd" in message:
         # Kafka string deserializers replace undecodable bytes with U+FFFD.
-        return _reject("invalid_utf8", "the message holds U+FFFD replacement characters")
+        return _reject(
+            "invalid_utf8", "the message holds U+FFFD replacement characters"
+        )
     if len(message) > limits.max_message_bytes:
-        return _reject("oversized", f"{len(message)} characters, limit {limits.max_message_bytes}")
+        return _reject(
+            "oversized", f"{len(message)} characters, limit {limits.max_message_bytes}"
+        )
 
     try:
         obj = json.loads(message, parse_constant=_json_constant)
@@ -140,7 +154,9 @@ def validate(obj: dict, limits: ContractLimits, now_ms: int | None = None):
     """Check a decoded message against the contract."""
     unknown = set(obj) - KNOWN_FIELDS
     if unknown:
-        return _reject("unknown_field", f"fields {sorted(unknown)[:5]} are not in the contract")
+        return _reject(
+            "unknown_field", f"fields {sorted(unknown)[:5]} are not in the contract"
+        )
     for name in REQUIRED:
         if obj.get(name) is None:
             return _reject("missing_field", f"{name} is required")
@@ -157,17 +173,24 @@ def validate(obj: dict, limits: ContractLimits, now_ms: int | None = None):
         ("terminal_id", obj["terminal_id"]),
     ):
         if isinstance(value, bool) or not isinstance(value, str | int):
-            return _reject("wrong_type", f"{name} must be a string or integer, got {_kind(value)}")
+            return _reject(
+                "wrong_type", f"{name} must be a string or integer, got {_kind(value)}"
+            )
         text = str(value)
         if not text.strip() or len(text) > MAX_ID_LENGTH:
-            return _reject("invalid_id", f"{name} must have 1-{MAX_ID_LENGTH} characters")
+            return _reject(
+                "invalid_id", f"{name} must have 1-{MAX_ID_LENGTH} characters"
+            )
         ids[name] = text
 
     when = _event_time(obj["event_time"])
     if isinstance(when, Rejection):
         return when
     if when < limits.min_event_time_ms:
-        return _reject("event_time_too_old", f"event_time {obj['event_time']!r} is before the floor")
+        return _reject(
+            "event_time_too_old",
+            f"event_time {obj['event_time']!r} is before the floor",
+        )
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if when > now_ms + limits.max_future_ms:
         return _reject(
@@ -185,11 +208,15 @@ def validate(obj: dict, limits: ContractLimits, now_ms: int | None = None):
     if amount < 0:
         return _reject("amount_negative", f"amount is {amount}; refunds are not scored")
     if amount > limits.max_amount:
-        return _reject("amount_too_large", f"amount {amount} exceeds {limits.max_amount}")
+        return _reject(
+            "amount_too_large", f"amount {amount} exceeds {limits.max_amount}"
+        )
 
     currency = obj["currency"]
     if not isinstance(currency, str):
-        return _reject("wrong_type", f"currency must be a string, got {_kind(currency)}")
+        return _reject(
+            "wrong_type", f"currency must be a string, got {_kind(currency)}"
+        )
     rate = limits.currencies.get(currency)
     if rate is None:
         return _reject(
@@ -213,15 +240,23 @@ def validate(obj: dict, limits: ContractLimits, now_ms: int | None = None):
 
 def _event_time(value):
     if isinstance(value, bool):
-        return _reject("wrong_type", "event_time must be a string or integer, got boolean")
+        return _reject(
+            "wrong_type", "event_time must be a string or integer, got boolean"
+        )
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return _reject("wrong_type", "event_time in epoch milliseconds must be an integer")
+        return _reject(
+            "wrong_type", "event_time in epoch milliseconds must be an integer"
+        )
     if not isinstance(value, str):
-        return _reject("wrong_type", f"event_time must be a string or integer, got {_kind(value)}")
+        return _reject(
+            "wrong_type", f"event_time must be a string or integer, got {_kind(value)}"
+        )
     if len(value) > 40:
-        return _reject("invalid_event_time", "event_time is longer than any ISO-8601 time")
+        return _reject(
+            "invalid_event_time", "event_time is longer than any ISO-8601 time"
+        )
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -247,7 +282,9 @@ def _optional_problem(obj: dict) -> str | None:
         if not (math.isfinite(value) and low <= value <= high):
             return f"{name} {value} is outside [{low}, {high}]"
     country = obj.get("country")
-    if country is not None and not (isinstance(country, str) and _COUNTRY.match(country)):
+    if country is not None and not (
+        isinstance(country, str) and _COUNTRY.match(country)
+    ):
         return f"country must be an ISO 3166 alpha-2 code, got {str(country)[:8]!r}"
     category = obj.get("merchant_category")
     if category is not None and not (isinstance(category, str) and len(category) <= 64):

@@ -45,7 +45,9 @@ _TEMPLATES = {
     "c_mean_30d": "this card's 30-day mean amount is {v:.2f}",
     "c_std_30d": "this card's 30-day amount spread is {v:.2f}",
     "c_amount_ratio_30d": "amount {v:.1f}x this card's 30-day mean",
-    "c_amount_zscore_30d": "amount {v:.1f} standard deviations from this card's 30-day mean",
+    "c_amount_zscore_30d": (
+        "amount {v:.1f} standard deviations from this card's 30-day mean"
+    ),
     "c_secs_since_prev": "{m:.0f} minutes since this card's previous transaction",
     "is_night": "made at night",
     "is_weekend": "made at the weekend",
@@ -114,7 +116,9 @@ class Explainer:
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """Per-feature path-length contributions, shape ``(rows, features)``."""
-        return np.asarray(self.tree_explainer.shap_values(np.asarray(matrix, dtype=np.float64)))
+        return np.asarray(
+            self.tree_explainer.shap_values(np.asarray(matrix, dtype=np.float64))
+        )
 
     def explain(self, matrix: np.ndarray, top: int = TOP_REASONS) -> list[list[dict]]:
         """The ``top`` reasons of each row, most anomalous first.

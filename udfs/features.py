@@ -138,7 +138,11 @@ class CardFeatures:
 
     @staticmethod
     def update(
-        state: tuple | None, transaction_id, event_time_ms: int, amount: float, terminal_id
+        state: tuple | None,
+        transaction_id,
+        event_time_ms: int,
+        amount: float,
+        terminal_id,
     ):
         recent, days, last_time, terminals = (
             state if state is not None else CardFeatures.empty()
@@ -146,7 +150,9 @@ class CardFeatures:
         if any(entry[2] == transaction_id for entry in recent):
             return CardUpdate(True, {}), state
 
-        newest = max(event_time_ms, last_time if last_time is not None else event_time_ms)
+        newest = max(
+            event_time_ms, last_time if last_time is not None else event_time_ms
+        )
         horizon = newest - SHORT_WINDOWS_MS["1d"]
         recent = [entry for entry in recent if entry[0] > horizon]
         bisect.insort(recent, (event_time_ms, amount, transaction_id))
@@ -156,7 +162,9 @@ class CardFeatures:
 
         features = {"amount": amount}
         for label, length in SHORT_WINDOWS_MS.items():
-            in_window = [a for t, a, _ in recent if event_time_ms - length < t <= event_time_ms]
+            in_window = [
+                a for t, a, _ in recent if event_time_ms - length < t <= event_time_ms
+            ]
             features[f"c_count_{label}"] = float(len(in_window))
             if label == "1h":
                 features["c_sum_1h"] = float(sum(in_window))
@@ -235,7 +243,9 @@ class TerminalFeatures:
             shifted_count, frauds = _terminal_window(
                 days, today, length, shift=self.label_delay_days
             )
-            features[f"t_risk_{length}d"] = frauds / shifted_count if shifted_count else 0.0
+            features[f"t_risk_{length}d"] = (
+                frauds / shifted_count if shifted_count else 0.0
+            )
         return features, (days, pending)
 
     def add_feedback(self, state: tuple | None, event_time_ms: int, known_at_ms: int):

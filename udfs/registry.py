@@ -58,7 +58,9 @@ def promote(root: str | Path, version: str, alias: str = "champion") -> None:
         raise ValueError(f"alias must be one of {ALIASES}, got {alias!r}")
     root = Path(root)
     if not (version_dir(root, version) / METADATA_FILE).exists():
-        raise ModelError(f"version {version!r} is not registered under {root / 'versions'}")
+        raise ModelError(
+            f"version {version!r} is not registered under {root / 'versions'}"
+        )
     pointer = root / alias
     staging = root / f".{alias}.tmp"
     staging.write_text(version + "\n")
@@ -80,7 +82,9 @@ def resolve(model_path: str | Path, alias: str = "champion") -> Path:
         return path
     version = current(path, alias)
     if version is None:
-        raise ModelError(f"{path} is neither a model directory nor a registry with a {alias}")
+        raise ModelError(
+            f"{path} is neither a model directory nor a registry with a {alias}"
+        )
     return version_dir(path, version)
 
 
@@ -130,7 +134,8 @@ class ModelWatcher:
             self.loaded = self._load(version_dir(self.model_path, wanted))
         except Exception as exc:  # any failure to load or check keeps the old model
             self.refused.add(wanted)
-            logger.warning("model %s refused, %s keeps scoring: %s", wanted,
-                           scorer.version, exc)
+            logger.warning(
+                "model %s refused, %s keeps scoring: %s", wanted, scorer.version, exc
+            )
             return
         logger.info("model swapped: %s -> %s", scorer.version, wanted)

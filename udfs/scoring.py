@@ -121,8 +121,10 @@ class Scorer:
         elif self.metadata.graph == "skl2onnx":
             self._output = "scores"
         else:
-            raise ModelError(f"model.json graph must be 'skl2onnx' or 'compact', got "
-                             f"{self.metadata.graph!r}")
+            raise ModelError(
+                f"model.json graph must be 'skl2onnx' or 'compact', got "
+                f"{self.metadata.graph!r}"
+            )
 
     @property
     def version(self) -> str:

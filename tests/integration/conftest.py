@@ -21,7 +21,6 @@ from txwatch.config import DEFAULT_CONFIG, PROJECT_ROOT, Settings, load
 from txwatch.runner import JobProcess
 
 
-
 def pytest_collection_modifyitems(items):
     here = Path(__file__).parent
     for item in items:
@@ -54,7 +53,9 @@ def trained_model(handbook_files, tmp_path_factory) -> Path:
         handbook_files[:1],
         model_dir,
         TrainingConfig(
-            history_from="2018-04-01", train_from="2018-04-15", train_to="2018-05-01",
+            history_from="2018-04-01",
+            train_from="2018-04-15",
+            train_to="2018-05-01",
             n_estimators=50,
         ),
         progress=False,
@@ -73,23 +74,39 @@ class Stack:
     tmp_path: Path
 
     def connect(self):
-        conn = db.connect(self.settings.postgres, self.settings.postgres.admin_user,
-                          self.secrets["admin"])
+        conn = db.connect(
+            self.settings.postgres,
+            self.settings.postgres.admin_user,
+            self.secrets["admin"],
+        )
         conn.autocommit = True
         return conn
 
     def job(self, model_dir: Path, *args: str, name: str = "job") -> JobProcess:
         return JobProcess(
-            ["--config", str(self.config_path), "--model-dir", str(model_dir),
-             "--transactional-prefix", self.prefix, "--name", self.prefix, *args],
+            [
+                "--config",
+                str(self.config_path),
+                "--model-dir",
+                str(model_dir),
+                "--transactional-prefix",
+                self.prefix,
+                "--name",
+                self.prefix,
+                *args,
+            ],
             self.tmp_path / f"{name}.log",
         )
 
 
-def make_config(tmp_path: Path, prefix: str, partitions: int = 2, **job_overrides) -> Path:
+def make_config(
+    tmp_path: Path, prefix: str, partitions: int = 2, **job_overrides
+) -> Path:
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["kafka"]["partitions"] = partitions
-    raw["kafka"]["topics"] = {k: f"{prefix}.{v}" for k, v in raw["kafka"]["topics"].items()}
+    raw["kafka"]["topics"] = {
+        k: f"{prefix}.{v}" for k, v in raw["kafka"]["topics"].items()
+    }
     raw["kafka"]["consumer_group"] = f"{prefix}-job"
     raw["postgres"]["database"] = prefix.replace("-", "_")
     raw["job"]["checkpoint_dir"] = str(tmp_path / "checkpoints")
@@ -106,11 +123,16 @@ def stack(request, tmp_path, secrets):
     """Own topics and database; ``@pytest.mark.partitions(n)`` sets the topics' size."""
     marker = request.node.get_closest_marker("partitions")
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    config_path = make_config(tmp_path, prefix, partitions=marker.args[0] if marker else 2)
+    config_path = make_config(
+        tmp_path, prefix, partitions=marker.args[0] if marker else 2
+    )
     settings = load(config_path)
     pg = settings.postgres
-    db.migrate(pg, secrets["admin"], {pg.writer_user: secrets["writer"],
-                                      pg.analyst_user: secrets["analyst"]})
+    db.migrate(
+        pg,
+        secrets["admin"],
+        {pg.writer_user: secrets["writer"], pg.analyst_user: secrets["analyst"]},
+    )
     db.ensure_partitions(pg, secrets["admin"], date(2018, 7, 1), date(2018, 7, 31))
     topics.ensure_topics(settings.kafka)
     yield Stack(prefix, config_path, settings, secrets, tmp_path)
@@ -126,11 +148,17 @@ def _drop(settings: Settings, admin_password: str) -> None:
         admin.delete_topics(list(topics.topic_layout(settings.kafka)))
     finally:
         admin.close()
-    conn = db.connect(settings.postgres, settings.postgres.admin_user, admin_password,
-                      database="postgres")
+    conn = db.connect(
+        settings.postgres,
+        settings.postgres.admin_user,
+        admin_password,
+        database="postgres",
+    )
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{settings.postgres.database}" WITH (FORCE)')
+        cur.execute(
+            f'DROP DATABASE IF EXISTS "{settings.postgres.database}" WITH (FORCE)'
+        )
     conn.close()
 
 

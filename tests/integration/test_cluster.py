@@ -21,7 +21,10 @@ REST = "http://127.0.0.1:18081"
 def _cluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(PROJECT_ROOT / "scripts/cluster.sh"), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=PROJECT_ROOT,
     )
 
 
@@ -43,22 +46,39 @@ def test_a_submitted_job_scores_every_transaction_at_parallelism_two(
 ):
     frame = load_handbook(handbook_files[3:4], "2018-07-05", "2018-07-06").head(4_000)
     producer = make_producer(stack.settings.kafka.bootstrap_servers)
-    replay(producer, frame, stack.settings.kafka.topics.transactions,
-           stack.settings.kafka.topics.feedback, progress=False, extra=[b"{broken"])
+    replay(
+        producer,
+        frame,
+        stack.settings.kafka.topics.transactions,
+        stack.settings.kafka.topics.feedback,
+        progress=False,
+        extra=[b"{broken"],
+    )
     producer.close()
 
     submitted = _cluster(
-        "submit", "--config", str(stack.config_path), "--model-dir", str(trained_model),
-        "--bounded", "--parallelism", "2", "--name", stack.prefix,
-        "--transactional-prefix", stack.prefix, "--detached",
+        "submit",
+        "--config",
+        str(stack.config_path),
+        "--model-dir",
+        str(trained_model),
+        "--bounded",
+        "--parallelism",
+        "2",
+        "--name",
+        stack.prefix,
+        "--transactional-prefix",
+        stack.prefix,
+        "--detached",
     )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
     def finished() -> bool:
         jobs = [j for j in _jobs() if j["name"] == stack.prefix]
         for job in jobs:
-            with urllib.request.urlopen(f"{REST}/jobs/{job['jid']}/exceptions",
-                                        timeout=10) as response:
+            with urllib.request.urlopen(
+                f"{REST}/jobs/{job['jid']}/exceptions", timeout=10
+            ) as response:
                 failure = json.load(response).get("root-exception")
             assert not failure, failure[:2000]
         return [j["state"] for j in jobs] == ["FINISHED"]

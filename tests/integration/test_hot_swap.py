@@ -32,13 +32,15 @@ def test_a_promoted_model_scores_the_next_records_and_a_broken_one_is_refused(
 ):
     root = tmp_path / "registry"
     first = registry.register(root, trained_model)
-    second = registry.register(root, _variant(trained_model, tmp_path / "m2", "swap-two"))
+    second = registry.register(
+        root, _variant(trained_model, tmp_path / "m2", "swap-two")
+    )
     broken_dir = registry.version_dir(root, "swap-broken")
     _variant(trained_model, broken_dir, "swap-broken", broken=True)
     registry.promote(root, first)
 
     frame = load_handbook(handbook_files[3:4], "2018-07-12", "2018-07-13").head(3_000)
-    batches = [frame.iloc[i * 1_000:(i + 1) * 1_000] for i in range(3)]
+    batches = [frame.iloc[i * 1_000 : (i + 1) * 1_000] for i in range(3)]
     kafka = stack.settings.kafka
     producer = make_producer(kafka.bootstrap_servers)
     conn = stack.connect()
@@ -51,12 +53,28 @@ def test_a_promoted_model_scores_the_next_records_and_a_broken_one_is_refused(
                 registry.promote(root, version)
                 # The pointer is checked at most every 2 s, between batches.
                 time.sleep(3)
-            replay(producer, batch, kafka.topics.transactions, kafka.topics.feedback,
-                   progress=False)
-            wait_until(lambda n=n: scored_count(conn) >= n * 1_000, 300,
-                       f"scoring of batch {n}", interval=2, alive=job.running)
-        wait_until(lambda: (lambda s: s.alerts_kafka >= s.alerts_table)(
-            collect(stack.settings, conn)), 120, "alerts committed", alive=job.running)
+            replay(
+                producer,
+                batch,
+                kafka.topics.transactions,
+                kafka.topics.feedback,
+                progress=False,
+            )
+            wait_until(
+                lambda n=n: scored_count(conn) >= n * 1_000,
+                300,
+                f"scoring of batch {n}",
+                interval=2,
+                alive=job.running,
+            )
+        wait_until(
+            lambda: (lambda s: s.alerts_kafka >= s.alerts_table)(
+                collect(stack.settings, conn)
+            ),
+            120,
+            "alerts committed",
+            alive=job.running,
+        )
     finally:
         job.stop()
 

@@ -49,12 +49,21 @@ def test_raw_bytes_that_are_not_utf8_are_rejected():
 
 
 def test_booleans_are_not_numbers_or_ids():
-    assert parse(json.dumps({**GOOD, "amount": True}), LIMITS, NOW).reason == "wrong_type"
-    assert parse(json.dumps({**GOOD, "card_id": False}), LIMITS, NOW).reason == "wrong_type"
+    assert (
+        parse(json.dumps({**GOOD, "amount": True}), LIMITS, NOW).reason == "wrong_type"
+    )
+    assert (
+        parse(json.dumps({**GOOD, "card_id": False}), LIMITS, NOW).reason
+        == "wrong_type"
+    )
 
 
 def test_zero_amount_is_valid_and_zone_offsets_are_honoured():
-    tx = parse(json.dumps({**GOOD, "amount": 0, "event_time": "2018-07-01T08:00:00Z"}), LIMITS, NOW)
+    tx = parse(
+        json.dumps({**GOOD, "amount": 0, "event_time": "2018-07-01T08:00:00Z"}),
+        LIMITS,
+        NOW,
+    )
     assert tx.amount == 0.0 and tx.event_time_ms == 1_530_432_000_000
 
 

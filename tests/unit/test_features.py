@@ -25,7 +25,11 @@ def run_card(events, terminal="t1"):
 
 
 def test_short_windows_are_sliding_and_include_the_current_event():
-    events = [(T0, 10.0), (T0 + 5 * MS_PER_MINUTE, 20.0), (T0 + 11 * MS_PER_MINUTE, 30.0)]
+    events = [
+        (T0, 10.0),
+        (T0 + 5 * MS_PER_MINUTE, 20.0),
+        (T0 + 11 * MS_PER_MINUTE, 30.0),
+    ]
     out, _ = run_card(events)
     assert out[1]["c_count_10m"] == 2
     assert out[2]["c_count_10m"] == 2  # the first event is 11 minutes old
@@ -45,7 +49,9 @@ def test_long_windows_are_calendar_days():
 
 
 def test_ratio_compares_with_history_before_the_transaction():
-    events = [(T0 + i * MS_PER_DAY, 20.0) for i in range(5)] + [(T0 + 5 * MS_PER_DAY, 100.0)]
+    events = [(T0 + i * MS_PER_DAY, 20.0) for i in range(5)] + [
+        (T0 + 5 * MS_PER_DAY, 100.0)
+    ]
     out, _ = run_card(events)
     assert out[0]["c_amount_ratio_30d"] == 1.0  # no history: neutral
     assert out[-1]["c_amount_ratio_30d"] == pytest.approx(5.0)
@@ -69,7 +75,9 @@ def test_a_repeated_transaction_id_is_a_duplicate_and_leaves_state_unchanged():
 def test_card_state_stays_bounded_on_a_busy_card():
     state = None
     for i in range(20_000):
-        _, state = CardFeatures.update(state, i, T0 + i * 10 * MS_PER_MINUTE, 1.0, i % 500)
+        _, state = CardFeatures.update(
+            state, i, T0 + i * 10 * MS_PER_MINUTE, 1.0, i % 500
+        )
     recent, days, _, terminals = state
     assert len(days) <= 30
     assert len(terminals) <= 200
@@ -93,7 +101,12 @@ def test_a_terminal_is_new_to_a_card_until_used_and_again_after_30_days():
     state = None
     flags = []
     for i, (t, terminal) in enumerate(
-        [(T0, "a"), (T0 + MS_PER_DAY, "a"), (T0 + 2 * MS_PER_DAY, "b"), (T0 + 40 * MS_PER_DAY, "a")]
+        [
+            (T0, "a"),
+            (T0 + MS_PER_DAY, "a"),
+            (T0 + 2 * MS_PER_DAY, "b"),
+            (T0 + 40 * MS_PER_DAY, "a"),
+        ]
     ):
         update, state = CardFeatures.update(state, i, t, 1.0, terminal)
         flags.append(update.features["c_new_terminal"])

@@ -20,10 +20,13 @@ def make_model(directory, seed: int):
     (directory / "model.onnx").write_bytes(export_onnx(forest, 3))
     joblib.dump(forest, directory / SKLEARN_FILE)
     ModelMetadata(
-        version=f"v{seed}", feature_names=("a", "b", "c"),
+        version=f"v{seed}",
+        feature_names=("a", "b", "c"),
         threshold=choose_threshold(scores, 0.01),
         risk_quantiles=tuple(np.quantile(scores, np.linspace(0, 1, 11))),
-        graph="skl2onnx", offset=float(forest.offset_), n_estimators=20,
+        graph="skl2onnx",
+        offset=float(forest.offset_),
+        n_estimators=20,
         max_samples=int(forest.max_samples_),
     ).write(directory / "model.json")
     return directory
