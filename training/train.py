@@ -136,6 +136,7 @@ def train(files, model_dir: str | Path, config: TrainingConfig, progress: bool =
     metadata.write(model_dir / "model.json")
 
     parity = check_parity(forest, Scorer(model_dir), x, threshold)
+    write_reference(model_dir, x, config.features, scores)
     flagged = scores >= threshold
     metrics = {
         "train_rows": float(len(x)),
@@ -151,6 +152,18 @@ def train(files, model_dir: str | Path, config: TrainingConfig, progress: bool =
     }
     logger.info("model %s written to %s: %s", version, model_dir, metrics)
     return TrainingResult(model_dir, metadata, metrics)
+
+
+def write_reference(model_dir: Path, x: np.ndarray, names, scores: np.ndarray) -> None:
+    """The training distributions of the features and the score, for drift checks."""
+    import json
+
+    from udfs.drift import REFERENCE_FILE
+
+    from .tracking import reference_distributions
+
+    reference = reference_distributions(np.column_stack([x, scores]), [*names, "score"])
+    (model_dir / REFERENCE_FILE).write_text(json.dumps(reference))
 
 
 def choose_threshold(scores: np.ndarray, alert_rate: float) -> float:

@@ -271,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", "txwatch.report", "main_report", "HTML report from the database"),
         ("query", "txwatch.queries", "main_queries", "run a ready analyst query"),
         ("rules", "training.backtest", "main", "rule tools: backtest"),
+        (
+            "drift",
+            "txwatch.drift",
+            "main",
+            "hourly PSI of features and score into drift_metrics",
+        ),
     ):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
