@@ -341,6 +341,19 @@ def _sql_quote(value: str) -> str:
     return value.replace("'", "''")
 
 
+# An alert as both alert sinks (PostgreSQL and Kafka) carry it.
+_ALERT_COLUMNS = """transaction_id STRING,
+            event_time TIMESTAMP(3),
+            card_id STRING,
+            terminal_id STRING,
+            amount DOUBLE,
+            score DOUBLE,
+            risk DOUBLE,
+            model_version STRING,
+            reasons STRING,
+            rule_hits STRING"""
+
+
 def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions):
     t_env.execute_sql(
         f"""
@@ -366,16 +379,7 @@ def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions)
     t_env.execute_sql(
         f"""
         CREATE TEMPORARY TABLE alerts_jdbc (
-            transaction_id STRING,
-            event_time TIMESTAMP(3),
-            card_id STRING,
-            terminal_id STRING,
-            amount DOUBLE,
-            score DOUBLE,
-            risk DOUBLE,
-            model_version STRING,
-            reasons STRING,
-            rule_hits STRING,
+            {_ALERT_COLUMNS},
             PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
         ) WITH ({_jdbc_options(settings, "alerts", password)})
         """
@@ -410,16 +414,7 @@ def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions)
     t_env.execute_sql(
         f"""
         CREATE TEMPORARY TABLE alerts_kafka (
-            transaction_id STRING,
-            event_time TIMESTAMP(3),
-            card_id STRING,
-            terminal_id STRING,
-            amount DOUBLE,
-            score DOUBLE,
-            risk DOUBLE,
-            model_version STRING,
-            reasons STRING,
-            rule_hits STRING
+            {_ALERT_COLUMNS}
         ) WITH (
             'connector' = 'kafka',
             'topic' = '{settings.kafka.topics.alerts}',
