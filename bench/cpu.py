@@ -44,7 +44,7 @@ class GroupCpu:
         self.interval = interval
         self.processes: dict[int, tuple[str, float]] = {}
         self.threads: dict[tuple[int, int], tuple[str, float]] = {}
-        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.samples: list[tuple[float, dict[str, float], dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -64,7 +64,7 @@ class GroupCpu:
 
     def _sample(self) -> None:
         self._read()
-        self.samples.append((time.time(), self._by_thread()))
+        self.samples.append((time.time(), self._by_thread(), _machine()))
 
     def _read(self) -> None:
         for entry in Path("/proc").iterdir():
@@ -110,11 +110,34 @@ class GroupCpu:
         spent = {
             name: seconds - first[1].get(name, 0.0) for name, seconds in last[1].items()
         }
+        seconds = last[0] - first[0]
+        machine = {
+            kind: (last[2][kind] - first[2][kind]) / seconds if seconds > 0 else 0.0
+            for kind in last[2]
+        }
         return {
             "busiest_threads": _busiest(spent),
             "total": sum(spent.values()),
-            "seconds": last[0] - first[0],
+            "seconds": seconds,
+            # Cores in use over the window: every process, and the hypervisor's
+            # share taken from this machine (steal).
+            "machine_busy_cores": machine.get("busy", 0.0),
+            "machine_steal_cores": machine.get("steal", 0.0),
         }
+
+
+def _machine() -> dict[str, float]:
+    """CPU seconds of the whole machine so far: busy and stolen."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return {"busy": 0.0, "steal": 0.0}
+    ticks = [int(v) for v in fields]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
+    return {
+        "busy": (user + nice + system + irq + softirq) / _TICKS,
+        "steal": steal / _TICKS,
+    }
 
 
 def _busiest(by_thread: dict[str, float], count: int = 12) -> dict[str, float]:

@@ -17,6 +17,7 @@ between the first and the last flush (the steady state).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ class RunResult:
     job_settings: dict
     cpu: dict
     cpu_steady: dict  # between the first and the last flush, with its rows
+    load_average: tuple[float, float]  # 1-minute load at start and at exit
 
     @property
     def wall_rows_per_second(self) -> float:
@@ -72,6 +74,7 @@ def run_bounded(
         str(parallelism),
         log_dir=workspace.log_dir,
     )
+    load_before = os.getloadavg()[0]
     started_wall = time.time()
     started = time.monotonic()
     job.start()
@@ -85,6 +88,7 @@ def run_bounded(
         usage = cpu.stop()
         sampler = cpu
     wall = time.monotonic() - started
+    load_after = os.getloadavg()[0]
     if code != 0:
         raise RuntimeError(
             f"the job of run {run.name} exited with {code}; log {job.log_path}:\n"
@@ -136,6 +140,7 @@ def run_bounded(
         job_settings=job_settings,
         cpu=usage,
         cpu_steady=steady,
+        load_average=(load_before, load_after),
     )
 
 

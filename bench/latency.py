@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -148,6 +149,7 @@ def run(
         sent = replay(
             producer, timed, kafka.topics.transactions, rate=rate, progress=False
         )
+        load = os.getloadavg()[0]
         at_end = _count(conn) - len(warmup)
         progress(
             f"latency {rate:,.0f}/s: sent {sent.transactions:,} at {sent.rate:,.0f}/s; "
@@ -196,6 +198,7 @@ def run(
         "kept_up": drained and len(timed) - at_end <= rate * KEPT_UP_BACKLOG_S,
         "drained": drained,
         "alerts": len(timed_alerts),
+        "load_average": load,
         "job_settings": {
             key: getattr(job_run.settings.job, key)
             for key in (

@@ -57,6 +57,18 @@ def _steady_micros(run: dict) -> float | None:
     return steady["total"] / rows * 1e6 if rows else None
 
 
+def _cores_busy(run: dict) -> float | None:
+    steady = run.get("cpu_steady") or {}
+    return steady["total"] / steady["seconds"] if steady.get("seconds") else None
+
+
+def _other_cores(run: dict) -> float | None:
+    """Cores busy outside the job (broker, database, neighbours) in its window."""
+    steady = run.get("cpu_steady") or {}
+    busy, job = steady.get("machine_busy_cores"), _cores_busy(run)
+    return max(busy - job, 0.0) if busy is not None and job is not None else None
+
+
 def _e2e_runs(sections: dict) -> list[dict]:
     return sections.get("endtoend", {}).get("runs", []) or []
 
@@ -240,6 +252,7 @@ def _endtoend(section: dict, sections: dict) -> list[str]:
                 _n(r["wall_rows_per_second"]),
                 _n(r["first_row_after_seconds"]),
                 _n(_steady_micros(r)),
+                f"{_n(_cores_busy(r), 2)} / {_n(_other_cores(r), 2)}",
                 f"{_n(r['alerts_table'])} / {_n(r['alerts_kafka'])}",
             ]
         )
@@ -248,7 +261,10 @@ def _endtoend(section: dict, sections: dict) -> list[str]:
         "the first JDBC flush divided by the time from the first flush to the last "
         "(`scored_at`). Wall: process start to exit, start-up and final checkpoint "
         "included. CPU per row: every process and thread of the job, user + system, "
-        "between the first and the last flush, divided by the rows written then.",
+        "between the first and the last flush, divided by the rows written then; "
+        "cores busy: that CPU time divided by the same span (job), and the rest of "
+        "the machine's busy CPU over it (others: Kafka, PostgreSQL and any "
+        "neighbour).",
         "",
     ] + _table(
         [
@@ -261,6 +277,7 @@ def _endtoend(section: dict, sections: dict) -> list[str]:
             "rows/s incl. start-up",
             "first row after s",
             "CPU us per row",
+            "cores busy: job / others",
             "alerts PostgreSQL / Kafka",
         ],
         rows,
@@ -276,6 +293,7 @@ def _latency(section: dict, sections: dict) -> list[str]:
                 _n(r["rate"]),
                 _n(r["achieved_rate"]),
                 "yes" if r["kept_up"] else "**no**",
+                _n(r.get("load_average"), 1),
                 _n(r["alerts"]),
                 *[
                     " / ".join(_n(lat[kind][p]) for p in ("p50", "p95", "p99"))
@@ -303,6 +321,7 @@ def _latency(section: dict, sections: dict) -> list[str]:
             "input tx/s",
             "achieved",
             "kept up",
+            "1-min load at the end",
             "alerts",
             "alert record",
             "alert visible",

@@ -36,6 +36,10 @@ Exactness
     What remains is float32 arithmetic: leaf values are rounded to float32
     and summed in float32, which moves a 100-tree score by well under 1e-6.
 
+onnxruntime 1.32 also runs the ``TreeEnsemble`` operator of ``ai.onnx.ml`` 5;
+it goes through the same kernel and scores this forest no faster, so the
+graph keeps operator set 3, which older runtimes load too.
+
 Limitations: dense input only; forests fitted on feature subsets
 (``max_features < 1.0``) are supported, bootstrapped feature draws are not
 (``IsolationForest`` never makes them).
