@@ -86,7 +86,6 @@ def run_bounded(
         raise
     finally:
         usage = cpu.stop()
-        sampler = cpu
     wall = time.monotonic() - started
     load_after = os.getloadavg()[0]
     if code != 0:
@@ -112,7 +111,7 @@ def run_bounded(
     )
     rows, first, last, first_flush_rows = flushes
     span = (last - first).total_seconds()
-    steady = sampler.window(first.timestamp(), last.timestamp())
+    steady = cpu.window(first.timestamp(), last.timestamp())
     steady["rows"] = rows - first_flush_rows
     rate = (rows - first_flush_rows) / span if span > 0 else float("nan")
     job_settings = {

@@ -122,7 +122,7 @@ class _Facts:
             f"only computes the terminal id) {keyby:,.0f}; card history {card:,.0f}; "
             f"terminal history + the scoring call + the sinks {terminal:,.0f}; the "
             f"pandas function's worker process {worker:,.0f}; JIT compilers "
-            f"{jit:,.0f}; garbage collection {gc:,.0f}."
+            f"{jit:,.0f}" + (f"; garbage collection {gc:,.0f}" if gc >= 1 else "") + "."
         ]
         pairs = [
             (
@@ -333,11 +333,13 @@ class _Facts:
                 if worker
                 else ""
             )
-            + ". Scoring one row in place costs "
+            + ". Scoring one row in place through `Scorer` costs "
             + (f"{1e6 / one_row:,.0f} us" if one_row else "a few us")
-            + " (kernel, compact graph, batch 1)"
+            + " (kernel, compact graph, batch 1), less with the session and input "
+            "buffer held by the operator; in exchange the worker process, the "
+            "Arrow batches and the `PythonCalc` go"
             + (
-                f" against {score:,.0f} us per row for `ScoreBatch.eval`"
+                f" (`ScoreBatch.eval` alone is {score:,.0f} us per row)"
                 if score
                 else ""
             )

@@ -105,7 +105,7 @@ def run(
     parallelism: int,
     job_overrides: dict,
     progress,
-    drain_timeout: float = 120.0,
+    drain_timeout: float = 90.0,
 ) -> dict:
     """One rate: start the job, warm it up, produce at ``rate``, measure."""
     name = f"latency-{int(rate)}"

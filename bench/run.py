@@ -49,7 +49,7 @@ SINGLE_THREAD = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 class Plan:
     """How big each section is; ``--quick`` shrinks every one."""
 
-    kernel_seconds: float = 1.0
+    kernel_seconds: float = 0.7
     state_updates: int = 100_000
     pieces_messages: int = 20_000
     peer_min_seconds: float = 20.0
@@ -58,7 +58,7 @@ class Plan:
         {"bundle_size": 1_000, "bundle_time_ms": 100, "score_batch_size": 1_000},
         {"bundle_size": 20_000, "bundle_time_ms": 1_000, "score_batch_size": 20_000},
     )
-    latency_runs: tuple = ((1_000.0, 40.0), (5_000.0, 30.0))
+    latency_runs: tuple = ((1_000.0, 30.0), (5_000.0, 30.0))
     latency_checkpoint_ms: int = 1_000
     job_timeout_s: float = 900.0
 
