@@ -55,13 +55,13 @@ import onnx
 from onnx import TensorProto, helper
 from sklearn.ensemble import IsolationForest
 
+from training.export import compare_scores
 from udfs.explain import SKLEARN_FILE
 from udfs.scoring import METADATA_FILE, MODEL_FILE, ModelMetadata, average_path_length
 
 INPUT_NAME = "X"
 OUTPUT_NAME = "path_length_sum"
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-PARITY_TOLERANCE = 1e-5
 _LEAF = -1  # scikit-learn's marker for "no child"
 
 
@@ -240,22 +240,13 @@ def check_parity(
     Raises ``ValueError`` when a score differs by more than
     ``PARITY_TOLERANCE`` or when the two flag different rows at ``threshold``.
     """
-    expected = -forest.score_samples(x)
-    got = compact_scores(forest, onnx_bytes, x)
-    worst = float(np.max(np.abs(expected - got))) if len(x) else 0.0
-    if worst > PARITY_TOLERANCE:
-        raise ValueError(
-            f"compact ONNX scores differ from scikit-learn by up to {worst:.3g} "
-            f"(tolerance {PARITY_TOLERANCE}); do not deploy this graph"
-        )
-    flagged_differently = int(np.sum((expected >= threshold) != (got >= threshold)))
-    if flagged_differently:
-        raise ValueError(
-            f"compact ONNX and scikit-learn flag {flagged_differently} rows "
-            f"differently at threshold {threshold:.6f}; move the threshold off a "
-            "score tie"
-        )
-    return worst
+    return compare_scores(
+        -forest.score_samples(x),
+        compact_scores(forest, onnx_bytes, x),
+        threshold,
+        "compact ONNX",
+        "do not deploy this graph",
+    )
 
 
 def write_compact_model(

@@ -40,11 +40,10 @@ from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import RandomForestClassifier
 
-from .export import TARGET_OPSET
+from .export import PARITY_TOLERANCE, TARGET_OPSET
 
 logger = logging.getLogger(__name__)
 
-PARITY_TOLERANCE = 1e-5
 FRAUD_COLUMN = 1
 
 

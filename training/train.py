@@ -33,7 +33,7 @@ from udfs.features import FEATURE_NAMES
 from udfs.scoring import ModelMetadata, Scorer
 
 from .dataset import compute_features, load_handbook
-from .export import export_onnx
+from .export import compare_scores, export_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ before the evaluated one (AUC-ROC 0.887 and 0.863, against 0.876 and 0.848
 for a wider set with counts, card means and spread, and time since the
 previous transaction).
 """
-PARITY_TOLERANCE = 1e-5
 RISK_QUANTILES = 1001
 
 
@@ -182,21 +181,13 @@ def check_parity(
     forest: IsolationForest, scorer: Scorer, x: np.ndarray, threshold: float
 ):
     """Largest score difference between ONNX and scikit-learn; raise if too big."""
-    expected = -forest.score_samples(x)
-    got = scorer.score(x)
-    worst = float(np.max(np.abs(expected - got))) if len(x) else 0.0
-    if worst > PARITY_TOLERANCE:
-        raise ValueError(
-            f"ONNX scores differ from scikit-learn by up to {worst:.3g} "
-            f"(tolerance {PARITY_TOLERANCE}); the export is not usable"
-        )
-    disagreements = int(np.sum((expected >= threshold) != (got >= threshold)))
-    if disagreements:
-        raise ValueError(
-            f"ONNX and scikit-learn flag {disagreements} rows differently at "
-            f"threshold {threshold:.6f}; move the threshold off a score tie"
-        )
-    return worst
+    return compare_scores(
+        -forest.score_samples(x),
+        scorer.score(x),
+        threshold,
+        "ONNX",
+        "the export is not usable",
+    )
 
 
 def _version(onnx_bytes: bytes) -> str:

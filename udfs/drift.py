@@ -10,8 +10,9 @@ The population stability index of a window of live values is::
     PSI = sum over bins of (live - reference) * ln(live / reference)
 
 where ``live`` and ``reference`` are a bin's shares of the two populations,
-each floored at ``EPSILON`` so that an empty bin does not make it infinite. Usual reading: below 0.1 stable, 0.1 to 0.25 a moderate shift,
-above 0.25 a major one (``DRIFT_THRESHOLD``): the model is seeing data unlike
+each floored at ``EPSILON`` so that an empty bin does not make it infinite.
+Usual reading: below 0.1 stable, 0.1 to 0.25 a moderate shift, above 0.25 a
+major one (``DRIFT_THRESHOLD``): the model is seeing data unlike
 what it learned from, and its scores, threshold and alert rate no longer mean
 what they did.
 """
