@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from flink_cluster import FlinkCluster
 
 from txwatch import db, topics
 from txwatch.config import DEFAULT_CONFIG, PROJECT_ROOT, Settings, load
@@ -61,6 +62,15 @@ def trained_model(handbook_files, tmp_path_factory) -> Path:
         progress=False,
     )
     return model_dir
+
+
+@pytest.fixture
+def cluster():
+    """The standalone Flink cluster (scripts/cluster.sh), stopped afterwards."""
+    cluster = FlinkCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @dataclass
@@ -119,25 +129,44 @@ def make_config(
 
 
 @pytest.fixture
-def stack(request, tmp_path, secrets):
-    """Own topics and database; ``@pytest.mark.partitions(n)`` sets the topics' size."""
-    marker = request.node.get_closest_marker("partitions")
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    config_path = make_config(
-        tmp_path, prefix, partitions=marker.args[0] if marker else 2
-    )
-    settings = load(config_path)
-    pg = settings.postgres
-    db.migrate(
-        pg,
-        secrets["admin"],
-        {pg.writer_user: secrets["writer"], pg.analyst_user: secrets["analyst"]},
-    )
-    db.ensure_partitions(pg, secrets["admin"], date(2018, 7, 1), date(2018, 7, 31))
-    topics.ensure_topics(settings.kafka)
-    yield Stack(prefix, config_path, settings, secrets, tmp_path)
+def stack_with(request, tmp_path, secrets):
+    """A factory of stacks whose job settings are overridden by keyword.
 
-    _drop(settings, secrets["admin"])
+    ``@pytest.mark.partitions(n)`` sets the topics' size.
+    """
+    marker = request.node.get_closest_marker("partitions")
+    made: list[Settings] = []
+
+    def make(**job_overrides) -> Stack:
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        config_path = make_config(
+            tmp_path,
+            prefix,
+            partitions=marker.args[0] if marker else 2,
+            **job_overrides,
+        )
+        settings = load(config_path)
+        made.append(settings)
+        pg = settings.postgres
+        db.migrate(
+            pg,
+            secrets["admin"],
+            {pg.writer_user: secrets["writer"], pg.analyst_user: secrets["analyst"]},
+        )
+        db.ensure_partitions(pg, secrets["admin"], date(2018, 7, 1), date(2018, 7, 31))
+        topics.ensure_topics(settings.kafka)
+        return Stack(prefix, config_path, settings, secrets, tmp_path)
+
+    yield make
+
+    for settings in made:
+        _drop(settings, secrets["admin"])
+
+
+@pytest.fixture
+def stack(stack_with):
+    """Own topics and database; ``@pytest.mark.partitions(n)`` sets the topics' size."""
+    return stack_with()
 
 
 def _drop(settings: Settings, admin_password: str) -> None:

@@ -2,43 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import urllib.request
-
 import pytest
 
 from training.dataset import load_handbook
-from txwatch.config import PROJECT_ROOT
 from txwatch.replay import make_producer, replay
 from txwatch.runner import wait_until
 from txwatch.summary import collect
 
 pytestmark = pytest.mark.slow
-REST = "http://127.0.0.1:18081"
-
-
-def _cluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", str(PROJECT_ROOT / "scripts/cluster.sh"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=PROJECT_ROOT,
-    )
-
-
-def _jobs() -> list[dict]:
-    with urllib.request.urlopen(f"{REST}/jobs/overview", timeout=10) as response:
-        return json.load(response)["jobs"]
-
-
-@pytest.fixture
-def cluster():
-    started = _cluster("start")
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield
-    _cluster("stop")
 
 
 def test_a_submitted_job_scores_every_transaction_at_parallelism_two(
@@ -56,8 +27,7 @@ def test_a_submitted_job_scores_every_transaction_at_parallelism_two(
     )
     producer.close()
 
-    submitted = _cluster(
-        "submit",
+    job_id = cluster.submit(
         "--config",
         str(stack.config_path),
         "--model-dir",
@@ -69,24 +39,15 @@ def test_a_submitted_job_scores_every_transaction_at_parallelism_two(
         stack.prefix,
         "--transactional-prefix",
         stack.prefix,
-        "--detached",
     )
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
     def finished() -> bool:
-        jobs = [j for j in _jobs() if j["name"] == stack.prefix]
-        for job in jobs:
-            with urllib.request.urlopen(
-                f"{REST}/jobs/{job['jid']}/exceptions", timeout=10
-            ) as response:
-                failure = json.load(response).get("root-exception")
-            assert not failure, failure[:2000]
-        return [j["state"] for j in jobs] == ["FINISHED"]
+        failure = cluster.root_exception(job_id)
+        assert not failure, failure[:2000]
+        return cluster.state(job_id) == "FINISHED"
 
     wait_until(finished, 600, "the cluster job finishing", interval=3)
-    job = next(j for j in _jobs() if j["name"] == stack.prefix)
-    with urllib.request.urlopen(f"{REST}/jobs/{job['jid']}", timeout=10) as response:
-        vertices = json.load(response)["vertices"]
+    vertices = cluster.job(job_id)["vertices"]
     assert max(v["parallelism"] for v in vertices) == 2
 
     conn = stack.connect()
