@@ -36,6 +36,8 @@ from udfs.features import (
 )
 from udfs.rules import BASE_FIELDS, RuleEngine, RuleSet
 
+DAY_MS = 86_400_000
+
 logger = logging.getLogger(__name__)
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
@@ -63,8 +65,8 @@ def dead_letter(
     )
 
 
-def _ttl(days: int) -> StateTtlConfig:
-    """Processing-time TTL: a key untouched this long is dropped.
+def _ttl(ttl_ms: int) -> StateTtlConfig:
+    """Processing-time TTL: a key untouched for ``ttl_ms`` is dropped.
 
     State therefore stops growing once the number of active keys does.
     Expired entries are removed incrementally as state is accessed and from
@@ -72,7 +74,7 @@ def _ttl(days: int) -> StateTtlConfig:
     because its configuration cannot be built inside a cluster's workers.
     """
     return (
-        StateTtlConfig.new_builder(Time.days(days))
+        StateTtlConfig.new_builder(Time.milliseconds(ttl_ms))
         .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
         .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
         .disable_cleanup_in_background()
@@ -213,19 +215,33 @@ class CardHistory(_RuleBearer, KeyedBroadcastProcessFunction):
     """Keyed by card: card features, card rules, the late flag, duplicate ids.
 
     Emits ``CARD_OUT`` rows. A transaction id seen before on the same card
-    within a day goes to the dead letters as ``duplicate_transaction_id``.
-    Keyed state: ``(feature state, rule state)`` in one value.
+    (see ``CardFeatures``) goes to the dead letters as
+    ``duplicate_transaction_id``. Keyed state: ``(feature state, rule state)``
+    in one value.
+
+    A transaction is late when its event time is more than
+    ``max_out_of_orderness_ms`` behind the newest event already seen on its
+    card. The rule is the watermark's, applied per card: it does not depend
+    on how fast each Kafka partition is read, and it marks exactly the
+    transactions whose card features were computed out of order. Late
+    transactions are scored like the others.
     """
 
     reports_status = True
 
-    def __init__(self, initial_rules: list, ttl_days: int = 31):
+    def __init__(
+        self,
+        initial_rules: list,
+        ttl_ms: int = 31 * DAY_MS,
+        max_out_of_orderness_ms: int = 5_000,
+    ):
         self.initial_rules = initial_rules
-        self.ttl_days = ttl_days
+        self.ttl_ms = ttl_ms
+        self.max_out_of_orderness_ms = max_out_of_orderness_ms
 
     def open(self, runtime_context):
         descriptor = ValueStateDescriptor("card", Types.PICKLED_BYTE_ARRAY())
-        descriptor.enable_time_to_live(_ttl(self.ttl_days))
+        descriptor.enable_time_to_live(_ttl(self.ttl_ms))
         self.state = runtime_context.get_state(descriptor)
         self.duplicates = runtime_context.get_metrics_group().counter(
             "txwatch_duplicates"
@@ -234,6 +250,7 @@ class CardHistory(_RuleBearer, KeyedBroadcastProcessFunction):
 
     def process_element(self, value, ctx):
         features_state, rule_state = self.state.value() or (None, None)
+        newest = CardFeatures.newest_event_time(features_state)
         update, features_state = CardFeatures.update(
             features_state, value[0], value[1], value[4], value[3]
         )
@@ -255,7 +272,9 @@ class CardHistory(_RuleBearer, KeyedBroadcastProcessFunction):
             ctx, "card", rule_state, {**_valid_as_dict(value), **features}
         )
         self.state.update((features_state, rule_state))
-        is_late = ctx.timestamp() < ctx.timer_service().current_watermark()
+        is_late = (
+            newest is not None and value[1] < newest - self.max_out_of_orderness_ms
+        )
         yield Row(
             *value,
             is_late,
@@ -276,15 +295,17 @@ class TerminalHistory(_RuleBearer, KeyedBroadcastProcessFunction):
 
     reports_status = False
 
-    def __init__(self, initial_rules: list, label_delay_days: int):
+    def __init__(
+        self, initial_rules: list, label_delay_days: int, ttl_ms: int = 31 * DAY_MS
+    ):
         self.initial_rules = initial_rules
         self.label_delay_days = label_delay_days
-        # A terminal's risk looks back 30 days behind the label delay.
-        self.ttl_days = 31 + label_delay_days
+        # A terminal's risk looks back its windows behind the label delay.
+        self.ttl_ms = ttl_ms + label_delay_days * DAY_MS
 
     def open(self, runtime_context):
         descriptor = ValueStateDescriptor("terminal", Types.PICKLED_BYTE_ARRAY())
-        descriptor.enable_time_to_live(_ttl(self.ttl_days))
+        descriptor.enable_time_to_live(_ttl(self.ttl_ms))
         self.state = runtime_context.get_state(descriptor)
         self.terminals = TerminalFeatures(self.label_delay_days)
         self._open_rules(runtime_context)

@@ -141,7 +141,10 @@ def build(
     carded = (
         timed.key_by(lambda row: row[2], key_type=Types.STRING())
         .connect(rules)
-        .process(CardHistory(initial_rules), output_type=records.CARD_OUT)
+        .process(
+            CardHistory(initial_rules, job.state_ttl_ms, job.max_out_of_orderness_ms),
+            output_type=records.CARD_OUT,
+        )
         .name("card-history")
         .uid("card-history")
     )
@@ -167,7 +170,7 @@ def build(
         .key_by(lambda row: row[3], key_type=Types.STRING())
         .connect(rules)
         .process(
-            TerminalHistory(initial_rules, job.label_delay_days),
+            TerminalHistory(initial_rules, job.label_delay_days, job.state_ttl_ms),
             output_type=records.FEATURED,
         )
         .name("terminal-history")

@@ -87,6 +87,7 @@ class JobSettings:
     jdbc_flush_interval_ms: int = 1_000
     model_dir: str = ".run/model"
     restart_attempts: int = 30
+    state_ttl_ms: int = 31 * 24 * 3_600_000
 
     def __post_init__(self):
         for f in fields(self):

@@ -34,8 +34,10 @@ own day and the exact windows by their own time. Buckets older than the
 longest window plus the label delay are dropped on every update, so state
 stops growing once a key goes quiet; the job also clears idle keys by timer.
 
-Limitations: long windows have day granularity; duplicate detection remembers
-the transaction ids of the last day of a card only.
+Limitations: long windows have day granularity. Duplicate detection
+remembers a card's transaction ids for ``DEDUP_DAYS`` days behind its newest
+event, which covers the 30 days of lateness the job accepts; an id repeated
+later than that would be scored again.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ MAX_GAP_SECONDS = 30 * 24 * 3600.0
 NIGHT_END_HOUR = 6
 MAX_TERMINALS_PER_CARD = 200
 MAX_PENDING_LABELS = 10_000
+# Days of transaction ids a card remembers to recognise a repeated message:
+# the longest lateness the job accepts (30 days) plus one.
+DEDUP_DAYS = 31
+# A card remembers at most this many ids (the newest), bounding its state
+# under a burst of thousands of transactions a day.
+MAX_REMEMBERED_IDS = 10_000
 
 CARD_FEATURES = (
     "amount",
@@ -116,9 +124,11 @@ class CardFeatures:
 
     State (a plain tuple, cheap to pickle into Flink keyed state)::
 
-        (recent, days, last_time_ms, terminals)
+        (recent, days, last_time_ms, terminals, seen)
         recent:    list of (event_time_ms, amount, transaction_id), last day,
                    sorted by time
+        seen:      dict transaction_id -> day of its event, DEDUP_DAYS days,
+                   at most MAX_REMEMBERED_IDS
         days:      list of [day, count, sum, sum_of_squares], oldest first,
                    at most 30 entries
         terminals: dict terminal_id -> last day the card used it (30 days,
@@ -128,13 +138,18 @@ class CardFeatures:
     terminal in the previous 30 days.
 
     ``update`` returns the features of the transaction and the new state; a
-    transaction id already seen for this card within the last day is
-    reported as a duplicate and leaves the state unchanged.
+    transaction id already seen for this card (within ``DEDUP_DAYS`` of its
+    newest event) is reported as a duplicate and leaves the state unchanged.
     """
 
     @staticmethod
     def empty() -> tuple:
-        return ([], [], None, {})
+        return ([], [], None, {}, {})
+
+    @staticmethod
+    def newest_event_time(state: tuple | None) -> int | None:
+        """The newest event time the card has seen, or None for a new card."""
+        return None if state is None else state[2]
 
     @staticmethod
     def update(
@@ -144,10 +159,12 @@ class CardFeatures:
         amount: float,
         terminal_id,
     ):
-        recent, days, last_time, terminals = (
+        recent, days, last_time, terminals, *rest = (
             state if state is not None else CardFeatures.empty()
         )
-        if any(entry[2] == transaction_id for entry in recent):
+        # State written before ids were remembered apart holds four parts.
+        seen = rest[0] if rest else {entry[2]: day_of(entry[0]) for entry in recent}
+        if transaction_id in seen:
             return CardUpdate(True, {}), state
 
         newest = max(
@@ -203,7 +220,15 @@ class CardFeatures:
             terminals[terminal_id] = today
         if last_used is None:
             terminals = _recent_keys(terminals, today, MAX_TERMINALS_PER_CARD)
-        return CardUpdate(False, features), (recent, days, newest, terminals)
+
+        seen[transaction_id] = today
+        if last_time is None or day_of(newest) > day_of(last_time):
+            oldest = day_of(newest) - DEDUP_DAYS
+            seen = {tx: day for tx, day in seen.items() if day >= oldest}
+        if len(seen) > MAX_REMEMBERED_IDS:
+            newest_first = sorted(seen.items(), key=lambda item: -item[1])
+            seen = dict(newest_first[: MAX_REMEMBERED_IDS // 2])
+        return CardUpdate(False, features), (recent, days, newest, terminals, seen)
 
 
 class TerminalFeatures:

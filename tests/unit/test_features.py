@@ -5,6 +5,7 @@ import pytest
 
 from training.dataset import compute_features
 from udfs.features import (
+    DEDUP_DAYS,
     FEATURE_NAMES,
     MS_PER_DAY,
     MS_PER_MINUTE,
@@ -78,11 +79,31 @@ def test_card_state_stays_bounded_on_a_busy_card():
         _, state = CardFeatures.update(
             state, i, T0 + i * 10 * MS_PER_MINUTE, 1.0, i % 500
         )
-    recent, days, _, terminals = state
+    recent, days, _, terminals, seen = state
     assert len(days) <= 30
     assert len(terminals) <= 200
     assert len(recent) <= 24 * 6 + 1
-    assert len(pickle.dumps(state)) < 20_000
+    assert len(seen) <= (DEDUP_DAYS + 1) * 24 * 6
+    assert len(pickle.dumps(state)) < 200_000
+
+
+def test_a_repeated_id_is_a_duplicate_even_after_newer_and_late_transactions():
+    state = None
+    late = T0 + 10 * MS_PER_DAY - 2 * MS_PER_DAY
+    for tx, when in [("a", T0), ("b", T0 + 10 * MS_PER_DAY), ("c", late)]:
+        update, state = CardFeatures.update(state, tx, when, 5.0, 1)
+        assert not update.duplicate
+    for tx, when in [("a", T0), ("c", late)]:
+        update, after = CardFeatures.update(state, tx, when, 5.0, 1)
+        assert update.duplicate and after is state
+
+
+def test_ids_are_forgotten_past_the_deduplication_horizon():
+    _, state = CardFeatures.update(None, "a", T0, 5.0, 1)
+    later = T0 + (DEDUP_DAYS + 2) * MS_PER_DAY
+    _, state = CardFeatures.update(state, "b", later, 5.0, 1)
+    update, _ = CardFeatures.update(state, "a", later, 5.0, 1)
+    assert not update.duplicate
 
 
 def test_terminal_risk_uses_only_labels_known_after_the_delay():
