@@ -43,7 +43,7 @@ bench: services
 	$(WITH_SECRETS) $(PY) -m bench.run
 
 chaos: services
-	$(WITH_SECRETS) $(PY) -m pytest tests/integration/test_chaos.py $(PYTEST_ARGS)
+	$(WITH_SECRETS) $(PY) -m pytest -s tests/integration/test_chaos.py tests/integration/test_state.py $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

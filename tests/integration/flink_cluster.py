@@ -82,9 +82,11 @@ class FlinkCluster:
     def completed_checkpoints(self, job_id: str) -> int:
         return int(self.get(f"/jobs/{job_id}/checkpoints")["counts"]["completed"])
 
-    def restarts(self, job_id: str) -> int:
-        metrics = self.get(f"/jobs/{job_id}/metrics?get=numRestarts")
-        return int(float(metrics[0]["value"])) if metrics else 0
+    def failures(self, job_id: str) -> list[str]:
+        """The exception names of the job's failures so far, oldest first."""
+        history = self.get(f"/jobs/{job_id}/exceptions")["exceptionHistory"]
+        entries = sorted(history["entries"], key=lambda e: e["timestamp"])
+        return [e["exceptionName"] for e in entries]
 
     def root_exception(self, job_id: str) -> str | None:
         return self.get(f"/jobs/{job_id}/exceptions").get("root-exception")
