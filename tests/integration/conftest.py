@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import pytest
 import yaml
 from flink_cluster import FlinkCluster
+from provisioning import provision
 
 from txwatch import db, topics
 from txwatch.config import DEFAULT_CONFIG, PROJECT_ROOT, Settings, load
@@ -147,14 +147,7 @@ def stack_with(request, tmp_path, secrets):
         )
         settings = load(config_path)
         made.append(settings)
-        pg = settings.postgres
-        db.migrate(
-            pg,
-            secrets["admin"],
-            {pg.writer_user: secrets["writer"], pg.analyst_user: secrets["analyst"]},
-        )
-        db.ensure_partitions(pg, secrets["admin"], date(2018, 7, 1), date(2018, 7, 31))
-        topics.ensure_topics(settings.kafka)
+        provision(settings, secrets)
         return Stack(prefix, config_path, settings, secrets, tmp_path)
 
     yield make

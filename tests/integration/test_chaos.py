@@ -21,12 +21,12 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from datetime import date
 
 import psycopg2
 import pytest
 import yaml
 from flink_cluster import FlinkCluster
+from provisioning import provision
 
 from training.dataset import load_handbook
 from txwatch import db, topics
@@ -90,14 +90,7 @@ def own_stack(secrets, tmp_path_factory):
     config_path = tmp / "txwatch.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     settings = load(config_path)
-    pg = settings.postgres
-    db.migrate(
-        pg,
-        secrets["admin"],
-        {pg.writer_user: secrets["writer"], pg.analyst_user: secrets["analyst"]},
-    )
-    db.ensure_partitions(pg, secrets["admin"], date(2018, 7, 1), date(2018, 7, 31))
-    topics.ensure_topics(settings.kafka)
+    provision(settings, secrets)
     yield settings, config_path, cluster
 
     cluster.stop()
