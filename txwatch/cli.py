@@ -93,16 +93,23 @@ def cmd_train(args, settings: Settings) -> int:
 
         version = registry.register(args.register, model_dir)
         print(f"  registered as {version} in {args.register}")
-        if args.promote:
-            registry.promote(args.register, version, args.promote)
-            print(f"  {args.promote} is now {version}")
     if args.track:
         from training.tracking import log_training_run
 
-        run_id, version = log_training_run(
+        run_id, number = log_training_run(
             result, config, tracking_uri=args.tracking_uri
         )
-        print(f"  MLflow run {run_id}, registered version {version}")
+        print(f"  MLflow run {run_id}, registered version {number}")
+    if args.register and args.promote:
+        if args.track:  # MLflow's alias first, then the registry's pointer
+            from training.aliases import ModelAliases
+
+            ModelAliases(args.register, args.tracking_uri).promote(
+                version, args.promote
+            )
+        else:
+            registry.promote(args.register, version, args.promote)
+        print(f"  {args.promote} is now {version}")
     return 0
 
 
@@ -110,9 +117,51 @@ def cmd_promote(args, settings: Settings) -> int:
     from udfs import registry
 
     root = Path(args.registry) if args.registry else settings.path(".run/registry")
-    before = registry.current(root, args.alias)
-    registry.promote(root, args.version, args.alias)
-    print(f"{args.alias}: {before or 'none'} -> {args.version} (in {root})")
+    chosen = [bool(args.version), args.clear, args.sync]
+    if sum(chosen) != 1:
+        print(
+            "error: give a VERSION, or --clear, or --sync (one of them)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.file_only:
+        before = registry.current(root, args.alias)
+        if args.clear:
+            registry.clear(root, args.alias)
+        elif args.version:
+            registry.promote(root, args.version, args.alias)
+        else:
+            print("error: --sync reads MLflow; drop --file-only", file=sys.stderr)
+            return 2
+        after = registry.current(root, args.alias)
+        print(f"{args.alias}: {before or 'none'} -> {after or 'none'} (in {root})")
+        print("  MLflow not changed: a later `txwatch promote --sync` overrides this")
+        return 0
+
+    from training.aliases import AliasError, ModelAliases
+
+    aliases = ModelAliases(root, args.tracking_uri, args.model_name)
+    try:
+        if args.sync:
+            pointers = aliases.sync()
+            print(f"registry {root} now follows MLflow model {args.model_name}:")
+        else:
+            change = (
+                aliases.clear(args.alias)
+                if args.clear
+                else aliases.promote(args.version, args.alias)
+            )
+            number = f" (MLflow version {change.mlflow_version})"
+            print(
+                f"{change.alias}: {change.before or 'none'} -> "
+                f"{change.after or 'none'}{number if change.after else ''}"
+            )
+            pointers = change.pointers
+    except (AliasError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for alias, version in pointers.items():
+        print(f"  {alias:<11}{version or 'none'}")
     return 0
 
 
@@ -229,10 +278,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("promote", help="point a registry alias at a model version")
-    p.add_argument("version")
+    p = sub.add_parser(
+        "promote",
+        help="move the champion or challenger alias: MLflow, then the job's registry",
+    )
+    p.add_argument("version", nargs="?", help="model version or MLflow number")
     p.add_argument("--alias", default="champion", choices=("champion", "challenger"))
+    p.add_argument(
+        "--clear", action="store_true", help="remove the alias (the challenger)"
+    )
+    p.add_argument(
+        "--sync",
+        action="store_true",
+        help="rewrite the registry's pointers from MLflow's aliases",
+    )
     p.add_argument("--registry", help="registry folder (default .run/registry)")
+    p.add_argument("--tracking-uri", help="MLflow store (default .run/mlflow.db)")
+    p.add_argument("--model-name", default="txwatch-iforest")
+    p.add_argument(
+        "--file-only",
+        action="store_true",
+        help="move only the registry's pointer, for registries without MLflow",
+    )
     p.set_defaults(run=cmd_promote)
 
     p = sub.add_parser("replay", help="replay handbook CSV rows into Kafka")
