@@ -154,6 +154,8 @@ class RetrainReport:
     rows: dict[str, int]  # warm-up, training and evaluation rows
     frauds_evaluated: int
     seconds: dict[str, float] = field(default_factory=dict)
+    # The rows the forest was fitted on, for the reference logged to MLflow.
+    training_matrix: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def version(self) -> str:
@@ -252,12 +254,8 @@ def retrain(
     say(f"fitting the forest on {int(in_train.sum()):,} transactions")
     tick = time.monotonic()
     columns = [FEATURE_NAMES.index(name) for name in config.features]
-    result = fit(
-        matrix[in_train][:, columns],
-        labels[in_train],
-        model_dir,
-        config.training_config(),
-    )
+    x = matrix[in_train][:, columns]
+    result = fit(x, labels[in_train], model_dir, config.training_config())
     seconds["fit"] = time.monotonic() - tick
 
     say(f"evaluating on {int(in_eval.sum()):,} later transactions")
@@ -291,6 +289,7 @@ def retrain(
         },
         frauds_evaluated=int(labels[in_eval].sum()),
         seconds=seconds,
+        training_matrix=x,
     )
     logger.info("retrained %s: %s", report.version, report.mlflow_metrics())
     return report

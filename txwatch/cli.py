@@ -224,6 +224,7 @@ def cmd_retrain(args, settings: Settings) -> int:
                 config.training_config(),
                 tracking_uri=args.tracking_uri,
                 register_as=args.model_name,
+                training_matrix=report.training_matrix,
                 extra_metrics=report.mlflow_metrics(),
             )
             aliases.promote(version, "challenger")

@@ -123,6 +123,11 @@ def test_retrain_registers_the_new_model_as_challenger_in_both_registries(retrai
         report["evaluation"]["challenger"]["auc_roc"]
     )
     assert "eval_champion_auc_roc" in run.data.metrics
+    logged = {
+        info.path.split("/")[-1]
+        for info in client.list_artifacts(run.info.run_id, "model")
+    }
+    assert {"model.onnx", REFERENCE_FILE, "reference_distributions.json"} <= logged
 
 
 def test_retrain_grades_both_models_on_the_same_later_rows(retrained, handbook_files):
