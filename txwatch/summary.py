@@ -87,14 +87,26 @@ class RunSummary:
                 if key.endswith((" median", " max"))
             )
         )
-        lines = ["  drift: hourly PSI against the training reference (median / max)"]
-        lines.append("    " + f"{'feature':<22}" + "".join(f"{p:>26}" for p in periods))
+        lines = [
+            "  drift: hourly PSI against the training reference",
+            "    (median / max, and hours above the drift threshold / hours)",
+            "    " + f"{'feature':<22}" + "".join(f"{p:>26}" for p in periods),
+        ]
         for feature, values in self.drift.items():
             cells = []
             for period in periods:
                 median = values.get(f"{period} median")
-                top = values.get(f"{period} max")
-                cells.append("-" if median is None else f"{median:.3f} / {top:.3f}")
+                if median is None:
+                    cells.append("-")
+                    continue
+                top = values[f"{period} max"]
+                above = next(
+                    (v for k, v in values.items() if k.startswith(f"{period} hours >")),
+                    None,
+                )
+                hours = values.get(f"{period} hours")
+                counts = "" if above is None else f"  {above:.0f}/{hours:.0f}h"
+                cells.append(f"{median:.3f} / {top:.3f}{counts}")
             lines.append("    " + f"{feature:<22}" + "".join(f"{c:>26}" for c in cells))
         return lines
 

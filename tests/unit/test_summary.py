@@ -36,7 +36,7 @@ def test_the_summary_prints_the_drift_of_each_period_side_by_side():
     header = next(line for line in lines if "feature" in line)
     assert "July" in header and "2018-08-01 shifted" in header
     amount = next(line for line in lines if line.strip().startswith("amount"))
-    assert "0.027 / 0.194" in amount and "0.663 / 0.980" in amount
+    assert "0.027 / 0.194  0/744h" in amount and "0.663 / 0.980  24/24h" in amount
     risk = next(line for line in lines if line.strip().startswith("t_risk_1d"))
     assert risk.rstrip().endswith("-")  # no value for the shifted day
 
