@@ -108,7 +108,8 @@ class ModelAliases:
         raise AliasError(
             f"no version {version!r} in MLflow registered model {self.name!r} "
             f"(known, as number:model version: {', '.join(known)}); register it "
-            "with `txwatch train --track` or `txwatch retrain`"
+            "with `txwatch train --track` or `txwatch retrain`, or move only the "
+            "registry's pointer with `txwatch promote --file-only`"
         )
 
     def aliases(self) -> dict[str, str]:
