@@ -11,7 +11,8 @@ Graph (every operator has a stable ``uid`` and a ``name``)::
                       rule status ◄─┘                │ + terminal rules
                                                      │ FEATURED, rule hits
                      table ◄─────────────────────────┘
-                       │ score (vectorized ONNX, Arrow batches) + reasons
+                       │ score (vectorized ONNX, Arrow batches) + reasons;
+                       │ the challenger, if any, scores the same batch in shadow
                        ├─► JDBC scored_transactions, alerts, rule_hits, fraud_labels
                        └─► Kafka alerts (exactly once)
     dead letters ─► Kafka transactions.dlq (exactly once)
@@ -375,6 +376,9 @@ def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions)
             model_version STRING,
             features STRING,
             rule_hits STRING,
+            challenger_score DOUBLE,
+            challenger_version STRING,
+            challenger_alert BOOLEAN,
             PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
         ) WITH ({_jdbc_options(settings, "scored_transactions", password)})
         """
@@ -445,7 +449,8 @@ def _insert_scored() -> str:
         INSERT INTO scored_jdbc
         SELECT transaction_id, {_event_time_expr()}, card_id, terminal_id, amount,
                original_amount, currency, is_late, score, risk, is_alert, model_version,
-               JSON_OBJECT({pairs}), rule_hits
+               JSON_OBJECT({pairs}), rule_hits, challenger_score, challenger_version,
+               challenger_alert
         FROM scored
     """
 

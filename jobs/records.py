@@ -10,7 +10,9 @@
 ``FEATURED``   ``VALID`` plus the late flag, every feature and the rule hits
 
 The scored table adds ``score``, ``risk``, ``is_alert``, ``model_version`` and
-``reasons`` to ``FEATURED`` (see ``jobs.pipeline``).
+``reasons`` to ``FEATURED``, then the challenger's shadow columns
+``challenger_score``, ``challenger_version`` and ``challenger_alert`` (see
+``jobs.scoring_udf``).
 """
 
 from __future__ import annotations

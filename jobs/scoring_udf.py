@@ -7,7 +7,18 @@ onnxruntime call, and explains only the rows that alert.
 
 Output columns: every ``FEATURED`` column, then ``score``, ``risk``,
 ``is_alert``, ``model_version`` and ``reasons`` (JSON list, empty unless the
-row alerts).
+row alerts), then ``challenger_score``, ``challenger_version`` and
+``challenger_alert``.
+
+Shadow scoring
+    When the registry has a challenger, the same batch is also scored by it:
+    its score, its version and the alert it would have raised in the
+    champion's place (its score reaches its own threshold, or an active rule
+    fired) are recorded beside the champion's, and nothing else. The
+    challenger never decides an alert, never explains one and never reaches
+    the alert sinks; without a challenger the three columns are null. A
+    challenger that fails on a batch is refused for good with a logged
+    reason, and the champion's scoring of that batch goes on.
 """
 
 from __future__ import annotations
@@ -39,6 +50,9 @@ SCORE_COLUMNS = (
     ("is_alert", DataTypes.BOOLEAN()),
     ("model_version", DataTypes.STRING()),
     ("reasons", DataTypes.STRING()),
+    ("challenger_score", DataTypes.DOUBLE()),
+    ("challenger_version", DataTypes.STRING()),
+    ("challenger_alert", DataTypes.BOOLEAN()),
 )
 
 
@@ -54,13 +68,16 @@ def scored_row_type():
 class ScoreBatch(ScalarFunction):
     """Scores one Arrow batch of featured transactions."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, check_interval_s: float = 2.0):
         self.model_dir = model_dir  # a model directory, or a registry to follow
+        self.check_interval_s = check_interval_s  # between looks at the pointers
 
     def open(self, function_context):
         from udfs.registry import ModelWatcher
 
-        self.watcher = ModelWatcher(self.model_dir, loader=_load_model)
+        self.watcher = ModelWatcher(
+            self.model_dir, self.check_interval_s, loader=_load_model
+        )
         logger.info(
             "scoring with model %s from %s",
             self.watcher.get()[0].version,
@@ -90,7 +107,26 @@ class ScoreBatch(ScalarFunction):
         frame["is_alert"] = alerts
         frame["model_version"] = scorer.version
         frame["reasons"] = reasons
+        self._shadow_score(frame, rule_alerts)
         return frame
+
+    def _shadow_score(self, frame: pd.DataFrame, rule_alerts: np.ndarray) -> None:
+        """The challenger's columns of ``frame``; null without a challenger."""
+        challenger = self.watcher.challenger()
+        frame["challenger_score"] = None
+        frame["challenger_version"] = None
+        frame["challenger_alert"] = None
+        if challenger is None:
+            return
+        try:
+            names = list(challenger.metadata.feature_names)
+            scores = challenger.score(frame[names].to_numpy(dtype=np.float32))
+        except Exception as exc:  # the champion's results must still go out
+            self.watcher.refuse_challenger(exc)
+            return
+        frame["challenger_score"] = scores
+        frame["challenger_version"] = challenger.version
+        frame["challenger_alert"] = (scores >= challenger.threshold) | rule_alerts
 
 
 def _load_model(directory):

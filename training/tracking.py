@@ -2,10 +2,12 @@
 
 ``log_training_run`` records one trained model as an MLflow run: the
 training configuration as parameters, the training metrics, the model
-directory (``model.onnx``, ``model.json``, ``model.joblib``) and the
-reference distributions of the training features under the artifact path
-``model/``, and then registers that directory as a new version of a
-registered model. The streaming job, or whoever deploys, takes a version
+directory (``model.onnx``, ``model.json``, ``model.joblib`` and, when the
+model has one, the drift reference ``reference.json``) and the reference
+distributions of the training features under the artifact path ``model/``,
+and then registers that directory as a new version of a registered model.
+Which version scores is said by the registered model's aliases (see
+``training.aliases``). The streaming job, or whoever deploys, takes a version
 from the registry and finds everything it needs in one folder.
 
 Store
@@ -33,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from udfs.drift import REFERENCE_FILE as DRIFT_REFERENCE_FILE
 from udfs.explain import SKLEARN_FILE
 from udfs.scoring import METADATA_FILE, MODEL_FILE
 
@@ -137,6 +140,7 @@ def log_training_run(
     *,
     training_matrix: np.ndarray | None = None,
     experiment: str = EXPERIMENT,
+    extra_metrics: dict[str, float] | None = None,
 ) -> TrackedRun:
     """Log a trained model as an MLflow run and register it as a new version.
 
@@ -158,6 +162,9 @@ def log_training_run(
         a warning says so.
     experiment
         MLflow experiment of the run, created when missing.
+    extra_metrics
+        More metrics for the run, for example an evaluation on later data;
+        NaN values are left out.
 
     Returns the run id and the registered version. A failure after the run
     started marks the run FAILED and raises.
@@ -198,12 +205,21 @@ def log_training_run(
             Metric(name, float(value), now, 0)
             for name, value in {
                 **result.metrics,
+                **{
+                    k: v
+                    for k, v in (extra_metrics or {}).items()
+                    if not np.isnan(float(v))
+                },
                 "threshold": result.metadata.threshold,
             }.items()
         ]
         client.log_batch(run_id, metrics=metrics, params=params)
         for name in MODEL_FILES:
             client.log_artifact(run_id, str(model_dir / name), MODEL_ARTIFACT_PATH)
+        if (model_dir / DRIFT_REFERENCE_FILE).is_file():
+            client.log_artifact(
+                run_id, str(model_dir / DRIFT_REFERENCE_FILE), MODEL_ARTIFACT_PATH
+            )
         if reference is not None:
             client.log_dict(
                 run_id, reference, f"{MODEL_ARTIFACT_PATH}/{REFERENCE_FILE}"

@@ -105,8 +105,22 @@ def train(files, model_dir: str | Path, config: TrainingConfig, progress: bool =
     columns = [FEATURE_NAMES.index(name) for name in config.features]
     x = matrix[in_training][:, columns]
     y = frame["label"].to_numpy()[in_training]
-    logger.info("training on %d rows, %d features", len(x), x.shape[1])
+    return fit(x, y, model_dir, config, started)
 
+
+def fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    model_dir: str | Path,
+    config: TrainingConfig,
+    started: float | None = None,
+) -> TrainingResult:
+    """Steps 2 to 5 of ``train`` on a ready matrix (``config.features`` columns).
+
+    ``y`` (0/1 labels of the rows) only grades the model in its metrics.
+    """
+    started = time.monotonic() if started is None else started
+    logger.info("training on %d rows, %d features", len(x), x.shape[1])
     forest = IsolationForest(
         n_estimators=config.n_estimators,
         max_samples=config.max_samples,

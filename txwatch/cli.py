@@ -93,16 +93,23 @@ def cmd_train(args, settings: Settings) -> int:
 
         version = registry.register(args.register, model_dir)
         print(f"  registered as {version} in {args.register}")
-        if args.promote:
-            registry.promote(args.register, version, args.promote)
-            print(f"  {args.promote} is now {version}")
     if args.track:
         from training.tracking import log_training_run
 
-        run_id, version = log_training_run(
+        run_id, number = log_training_run(
             result, config, tracking_uri=args.tracking_uri
         )
-        print(f"  MLflow run {run_id}, registered version {version}")
+        print(f"  MLflow run {run_id}, registered version {number}")
+    if args.register and args.promote:
+        if args.track:  # MLflow's alias first, then the registry's pointer
+            from training.aliases import ModelAliases
+
+            ModelAliases(args.register, args.tracking_uri).promote(
+                version, args.promote
+            )
+        else:
+            registry.promote(args.register, version, args.promote)
+        print(f"  {args.promote} is now {version}")
     return 0
 
 
@@ -110,9 +117,130 @@ def cmd_promote(args, settings: Settings) -> int:
     from udfs import registry
 
     root = Path(args.registry) if args.registry else settings.path(".run/registry")
-    before = registry.current(root, args.alias)
-    registry.promote(root, args.version, args.alias)
-    print(f"{args.alias}: {before or 'none'} -> {args.version} (in {root})")
+    chosen = [bool(args.version), args.clear, args.sync]
+    if sum(chosen) != 1:
+        print(
+            "error: give a VERSION, or --clear, or --sync (one of them)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.file_only:
+        before = registry.current(root, args.alias)
+        if args.clear:
+            registry.clear(root, args.alias)
+        elif args.version:
+            registry.promote(root, args.version, args.alias)
+        else:
+            print("error: --sync reads MLflow; drop --file-only", file=sys.stderr)
+            return 2
+        after = registry.current(root, args.alias)
+        print(f"{args.alias}: {before or 'none'} -> {after or 'none'} (in {root})")
+        print("  MLflow not changed: a later `txwatch promote --sync` overrides this")
+        return 0
+
+    from training.aliases import AliasError, ModelAliases
+
+    aliases = ModelAliases(root, args.tracking_uri, args.model_name)
+    try:
+        if args.sync:
+            pointers = aliases.sync()
+            print(f"registry {root} now follows MLflow model {args.model_name}:")
+        else:
+            change = (
+                aliases.clear(args.alias)
+                if args.clear
+                else aliases.promote(args.version, args.alias)
+            )
+            number = f" (MLflow version {change.mlflow_version})"
+            print(
+                f"{change.alias}: {change.before or 'none'} -> "
+                f"{change.after or 'none'}{number if change.after else ''}"
+            )
+            pointers = change.pointers
+    except (AliasError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for alias, version in pointers.items():
+        print(f"  {alias:<11}{version or 'none'}")
+    return 0
+
+
+def cmd_retrain(args, settings: Settings) -> int:
+    import tempfile
+
+    from training.dataset import data_files
+    from training.retrain import RetrainConfig, retrain
+    from udfs import registry
+
+    root = Path(args.registry) if args.registry else settings.path(".run/registry")
+    config = RetrainConfig(
+        as_of=args.as_of or date.today().isoformat(),
+        train_days=args.train_days,
+        eval_days=args.eval_days,
+        warmup_days=args.warmup_days,
+        label_delay_days=settings.job.label_delay_days,
+        n_estimators=args.trees,
+        target_alert_rate=args.alert_rate,
+        seed=args.seed,
+    )
+    aliases = None
+    if not args.no_track:
+        from training.aliases import ModelAliases
+
+        aliases = ModelAliases(root, args.tracking_uri, args.model_name)
+        aliases.sync()  # the champion to beat is MLflow's
+    champion = registry.current(root)
+    champion_dir = registry.version_dir(root, champion) if champion else None
+
+    def say(text: str) -> None:
+        print(f"== {text}", flush=True)
+
+    w = config.windows
+    say(
+        f"retraining as of {config.as_of}: train {w['train_from']} .. "
+        f"{w['eval_from']}, evaluate {w['eval_from']} .. {w['eval_to']} "
+        f"(labels known by then), champion {champion or 'none'}"
+    )
+    with tempfile.TemporaryDirectory() as staging:
+        try:
+            report = retrain(
+                data_files(_data_dir(args)),
+                Path(staging) / "model",
+                config,
+                champion_dir,
+                progress=not args.quiet,
+                say=say,
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        say(f"registering {report.version} as challenger")
+        version = registry.register(root, report.result.model_dir)
+        if aliases is not None:
+            from training.tracking import log_training_run
+
+            run_id, number = log_training_run(
+                report.result,
+                config.training_config(),
+                tracking_uri=args.tracking_uri,
+                register_as=args.model_name,
+                training_matrix=report.training_matrix,
+                extra_metrics=report.mlflow_metrics(),
+            )
+            aliases.promote(version, "challenger")
+            print(f"   MLflow run {run_id}, {args.model_name} version {number}")
+        else:
+            registry.promote(root, version, "challenger")
+    print(f"   registry {root}: champion {champion or 'none'}, challenger {version}")
+
+    print()
+    print(report.render())
+    document = json.dumps(report.as_dict(), indent=2, default=float)
+    if args.json_out:
+        Path(args.json_out).write_text(document)
+        print(f"\n(evaluation written to {args.json_out})")
+    else:
+        print(document)
     return 0
 
 
@@ -229,11 +357,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("promote", help="point a registry alias at a model version")
-    p.add_argument("version")
+    p = sub.add_parser(
+        "promote",
+        help="move the champion or challenger alias: MLflow, then the job's registry",
+    )
+    p.add_argument("version", nargs="?", help="model version or MLflow number")
     p.add_argument("--alias", default="champion", choices=("champion", "challenger"))
+    p.add_argument(
+        "--clear", action="store_true", help="remove the alias (the challenger)"
+    )
+    p.add_argument(
+        "--sync",
+        action="store_true",
+        help="rewrite the registry's pointers from MLflow's aliases",
+    )
     p.add_argument("--registry", help="registry folder (default .run/registry)")
+    p.add_argument("--tracking-uri", help="MLflow store (default .run/mlflow.db)")
+    p.add_argument("--model-name", default="txwatch-iforest")
+    p.add_argument(
+        "--file-only",
+        action="store_true",
+        help="move only the registry's pointer, for registries without MLflow",
+    )
     p.set_defaults(run=cmd_promote)
+
+    p = sub.add_parser(
+        "retrain",
+        help="train on recent days, grade against the champion, register as challenger",
+    )
+    p.add_argument("--data-dir")
+    p.add_argument(
+        "--as-of", help="the day retraining runs (YYYY-MM-DD, default today, UTC)"
+    )
+    p.add_argument("--train-days", type=int, default=28)
+    p.add_argument("--eval-days", type=int, default=7)
+    p.add_argument(
+        "--warmup-days", type=int, default=30, help="history before training"
+    )
+    p.add_argument("--alert-rate", type=float, default=0.005)
+    p.add_argument("--trees", type=int, default=100)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--registry", help="registry folder (default .run/registry)")
+    p.add_argument("--tracking-uri", help="MLflow store (default .run/mlflow.db)")
+    p.add_argument("--model-name", default="txwatch-iforest")
+    p.add_argument(
+        "--no-track",
+        action="store_true",
+        help="file registry only: no MLflow run, version or alias",
+    )
+    p.add_argument("--json-out", help="write the evaluation JSON here, not stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_retrain)
 
     p = sub.add_parser("replay", help="replay handbook CSV rows into Kafka")
     p.add_argument("--data-dir")
@@ -297,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command in ("train", "demo"):
+    if args.command in ("train", "demo", "retrain"):
         logging.getLogger("training").setLevel(logging.INFO)
     settings = load(args.config)
     try:

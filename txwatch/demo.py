@@ -8,10 +8,21 @@ Steps, each printed as it starts:
 4. the job started (local Flink mini-cluster, its own process);
 5. June (warm-up: fills the 30-day windows) and July replayed into Kafka,
    with fraud labels as delayed feedback and a few bad messages and
-   duplicates mixed in;
+   duplicates mixed in, then one more day (August 1) whose amounts are all
+   multiplied by ``shift_amount_factor`` (2): prices doubled overnight, a
+   documented shift the model never saw;
 6. wait until every transaction read is scored or dead-lettered and the
    alerts are committed to Kafka; stop the job;
-7. the summary: counts, throughput and quality on July against the labels.
+7. drift: the hourly PSI of every model feature and of the score against the
+   model's training reference (what ``txwatch drift`` computes), written to
+   ``drift_metrics`` and summed up per period: July, then the shifted day;
+8. the summary: counts, throughput, quality on July against the labels, and
+   the drift of the two periods.
+
+The shifted day is scored and counted like any other (read = scored +
+dead-lettered holds over everything replayed); quality is measured on July
+only, since the shifted day's alerts say more about the shift than about
+the model.
 """
 
 from __future__ import annotations
@@ -22,12 +33,15 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
+
 from txwatch import db, topics
 from txwatch.config import PROJECT_ROOT, Settings
 from txwatch.corpus import bad_messages
 from txwatch.replay import make_producer, replay
 from txwatch.runner import JobProcess, wait_until
 from txwatch.summary import RunSummary, collect, scored_count
+from udfs.drift import DRIFT_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +56,9 @@ class DemoPlan:
     replay_to: str = "2018-08-01"
     duplicates: int = 25
     parallelism: int = 1
+    shift_from: str = "2018-08-01"
+    shift_to: str = "2018-08-02"
+    shift_amount_factor: float = 2.0
     timeout_s: float = 3_600.0
     retrain: bool = False
 
@@ -94,6 +111,15 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
 
     say("loading the replay window")
     frame = load_handbook(plan.data_files, plan.warmup_from, plan.replay_to)
+    shifted = shift_amounts(
+        load_handbook(plan.data_files, plan.shift_from, plan.shift_to),
+        plan.shift_amount_factor,
+    )
+    print(
+        f"   {len(frame):,} transactions, then {len(shifted):,} of "
+        f"{plan.shift_from} with amounts x{plan.shift_amount_factor:g}"
+    )
+    frame = pd.concat([frame, shifted], ignore_index=True)
     extra = [message for message, _ in bad_messages()]
     duplicates = frame.tail(plan.duplicates)  # within the one-day duplicate horizon
 
@@ -111,7 +137,10 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
         PROJECT_ROOT / ".run" / "logs" / "demo-job.log",
     ).start()
     try:
-        say(f"replay: {plan.warmup_from} .. {plan.replay_to} into Kafka")
+        say(
+            f"replay: {plan.warmup_from} .. {plan.replay_to}, then the shifted "
+            f"{plan.shift_from} into Kafka"
+        )
         started = time.monotonic()
         producer = make_producer(settings.kafka.bootstrap_servers)
         sent = replay(
@@ -161,13 +190,76 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
     finally:
         job.stop()
 
+    say("drift: hourly PSI against the training reference (txwatch drift)")
+    drift = measure_drift(
+        conn,
+        model_dir,
+        {
+            "July": (plan.replay_from, plan.replay_to),
+            f"{plan.shift_from} shifted": (plan.shift_from, plan.shift_to),
+        },
+    )
+
     say("summary")
     labels = frame[["transaction_id", "event_time_ms", "label"]]
     summary = collect(
-        settings, conn, labels, seconds, quality_from_ms=_ms(plan.replay_from)
+        settings,
+        conn,
+        labels,
+        seconds,
+        quality_from_ms=_ms(plan.replay_from),
+        quality_to_ms=_ms(plan.replay_to),
     )
+    summary.drift = drift
     conn.close()
     return summary
+
+
+def shift_amounts(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
+    """A copy of ``frame`` with every amount multiplied by ``factor``."""
+    if not factor > 0:
+        raise ValueError(f"shift_amount_factor must be above 0, got {factor}")
+    return frame.assign(amount=(frame["amount"] * factor).round(2))
+
+
+def measure_drift(
+    conn, model_dir: Path, periods: dict[str, tuple[str, str]]
+) -> dict[str, dict[str, float]]:
+    """Hourly PSI of the model's rows into ``drift_metrics``, summed up per period.
+
+    ``periods`` maps a name to a (first day, end day) pair of ISO dates. For
+    each period and each feature (and the score): the median and the largest
+    hourly PSI and the hours above the drift threshold. Commits.
+    """
+    from txwatch.drift import hourly_drift, load_rows, store
+    from udfs.drift import Reference
+    from udfs.registry import resolve
+    from udfs.scoring import ModelMetadata
+
+    model_dir = resolve(model_dir)
+    metadata = ModelMetadata.read(model_dir / "model.json")
+    reference = Reference.read(model_dir, metadata.version)
+    since = min(pd.Timestamp(start, tz="UTC") for start, _ in periods.values())
+    rows = load_rows(conn, metadata.version, metadata.feature_names, since=since)
+    metrics = hourly_drift(rows, reference)
+    written = store(conn, metrics, metadata.version)
+    print(f"   {written:,} hourly PSI values written to drift_metrics")
+
+    out = {}
+    for name, (start, end) in periods.items():
+        inside = metrics[
+            (metrics["window_start"] >= pd.Timestamp(start, tz="UTC"))
+            & (metrics["window_start"] < pd.Timestamp(end, tz="UTC"))
+        ]
+        for feature, group in inside.groupby("feature", sort=False):
+            out.setdefault(feature, {})
+            out[feature][f"{name} median"] = float(group["psi"].median())
+            out[feature][f"{name} max"] = float(group["psi"].max())
+            out[feature][f"{name} hours > {DRIFT_THRESHOLD:g}"] = float(
+                (group["psi"] > DRIFT_THRESHOLD).sum()
+            )
+            out[feature][f"{name} hours"] = float(len(group))
+    return out
 
 
 def _model_is_current(model_dir: Path) -> bool:

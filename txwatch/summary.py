@@ -34,6 +34,8 @@ class RunSummary:
     late_rows: int
     seconds: float | None = None
     quality: dict[str, float] = field(default_factory=dict)
+    # feature -> "<period> median|max|hours > T|hours" -> value (see txwatch.demo)
+    drift: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def accounted(self) -> bool:
@@ -71,7 +73,42 @@ class RunSummary:
             lines.append(f"  throughput                   {self.throughput:>9,.0f}/s")
         for name, value in self.quality.items():
             lines.append(f"  {name:<29}{value:>10.4g}")
+        lines += self._render_drift()
         return "\n".join(lines)
+
+    def _render_drift(self) -> list[str]:
+        if not self.drift:
+            return []
+        periods = list(
+            dict.fromkeys(
+                key.rsplit(" ", 1)[0]
+                for values in self.drift.values()
+                for key in values
+                if key.endswith((" median", " max"))
+            )
+        )
+        lines = [
+            "  drift: hourly PSI against the training reference",
+            "    (median / max, and hours above the drift threshold / hours)",
+            "    " + f"{'feature':<22}" + "".join(f"{p:>26}" for p in periods),
+        ]
+        for feature, values in self.drift.items():
+            cells = []
+            for period in periods:
+                median = values.get(f"{period} median")
+                if median is None:
+                    cells.append("-")
+                    continue
+                top = values[f"{period} max"]
+                above = next(
+                    (v for k, v in values.items() if k.startswith(f"{period} hours >")),
+                    None,
+                )
+                hours = values.get(f"{period} hours")
+                counts = "" if above is None else f"  {above:.0f}/{hours:.0f}h"
+                cells.append(f"{median:.3f} / {top:.3f}{counts}")
+            lines.append("    " + f"{feature:<22}" + "".join(f"{c:>26}" for c in cells))
+        return lines
 
 
 def scored_count(conn) -> int:
@@ -86,6 +123,7 @@ def collect(
     labels: pd.DataFrame | None = None,
     seconds: float | None = None,
     quality_from_ms: int | None = None,
+    quality_to_ms: int | None = None,
 ) -> RunSummary:
     """Counts of one run; ``labels`` (transaction_id, label) grades the alerts."""
     kafka = settings.kafka
@@ -124,23 +162,29 @@ def collect(
         seconds=seconds,
     )
     if labels is not None:
-        summary.quality = quality(conn, labels, quality_from_ms)
+        summary.quality = quality(conn, labels, quality_from_ms, quality_to_ms)
     return summary
 
 
-def quality(conn, labels: pd.DataFrame, from_ms: int | None = None) -> dict[str, float]:
-    """Precision, recall and alert rate of the stored alerts on labelled rows."""
+def quality(
+    conn, labels: pd.DataFrame, from_ms: int | None = None, to_ms: int | None = None
+) -> dict[str, float]:
+    """Precision, recall and alert rate of the stored alerts on labelled rows
+    with ``from_ms <= event time < to_ms`` (either end may be None)."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT transaction_id, is_alert, score FROM scored_transactions "
-            "WHERE event_time >= to_timestamp(%s / 1000.0)",
-            ((from_ms or 0),),
+            "WHERE event_time >= to_timestamp(%s / 1000.0) "
+            "AND (%s::bigint IS NULL OR event_time < to_timestamp(%s / 1000.0))",
+            ((from_ms or 0), to_ms, to_ms),
         )
         rows = cur.fetchall()
     scored = pd.DataFrame(rows, columns=["transaction_id", "is_alert", "score"])
     truth = labels.assign(transaction_id=labels["transaction_id"].astype(str))
     if from_ms is not None:
         truth = truth[truth["event_time_ms"] >= from_ms]
+    if to_ms is not None:
+        truth = truth[truth["event_time_ms"] < to_ms]
     merged = truth.merge(scored, on="transaction_id", how="inner")
     if merged.empty:
         return {}

@@ -7,12 +7,17 @@ Layout::
     <root>/challenger      optional: a version that scores in shadow
 
 ``promote`` rewrites a pointer atomically (write, then rename), so a reader
-sees the old or the new version, never half a file. ``ModelWatcher`` is what
-the scoring step holds: it checks the champion pointer at most every
-``interval_s`` seconds, between batches; a new version is loaded and checked
-(it must score a probe matrix to finite values in (0, 1]) before it replaces
-the old one. A version that fails is refused with a logged reason, remembered,
-and the old model keeps scoring.
+sees the old or the new version, never half a file; ``clear`` removes one.
+``ModelWatcher`` is what the scoring step holds: it checks both pointers at
+most every ``interval_s`` seconds, between batches; a new version is loaded
+and checked (it must score a probe matrix to finite values in (0, 1]) before
+it replaces the old one. A version that fails is refused with a logged reason,
+remembered, and the old model keeps scoring (for the challenger: the old
+challenger, or none, keeps shadow scoring).
+
+These files are the running job's view of the registry and it reads nothing
+else: where models are tracked in MLflow, MLflow's aliases are the truth and
+``training.aliases`` writes them here (see the README).
 
 A plain model directory (``model.json`` at its root) is also accepted: it is
 served as is and never swapped.
@@ -68,6 +73,18 @@ def promote(root: str | Path, version: str, alias: str = "champion") -> None:
     logger.info("%s is now %s", alias, version)
 
 
+def clear(root: str | Path, alias: str) -> bool:
+    """Remove the ``alias`` pointer; True when there was one."""
+    if alias not in ALIASES:
+        raise ValueError(f"alias must be one of {ALIASES}, got {alias!r}")
+    try:
+        (Path(root) / alias).unlink()
+    except FileNotFoundError:
+        return False
+    logger.info("%s cleared", alias)
+    return True
+
+
 def current(root: str | Path, alias: str = "champion") -> str | None:
     try:
         return (Path(root) / alias).read_text().strip() or None
@@ -101,21 +118,42 @@ def check(scorer: Scorer) -> None:
 
 
 class ModelWatcher:
-    """The scorer in force for a model path, swapped when the champion changes."""
+    """The models in force for a model path, swapped when a pointer changes.
 
-    def __init__(self, model_path: str | Path, interval_s: float = 2.0, loader=None):
+    ``get()`` is what ``loader`` made of the champion; ``challenger()`` what
+    ``challenger_loader`` made of the challenger, or None when there is no
+    challenger pointer (or it names the champion's version, or a version
+    that was refused). Both are checked together, at most every
+    ``interval_s`` seconds, from ``get()``: call ``get()`` once per batch,
+    then ``challenger()``.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        interval_s: float = 2.0,
+        loader=None,
+        challenger_loader=None,
+    ):
         self.model_path = Path(model_path)
         self.interval_s = interval_s
         self.loader = loader or (lambda directory: Scorer(directory))
+        self.challenger_loader = challenger_loader or (
+            lambda directory: Scorer(directory)
+        )
         self.swappable = not (self.model_path / METADATA_FILE).exists()
         self.refused: set[str] = set()
         directory = resolve(self.model_path)
-        self.loaded = self._load(directory)
+        self.loaded = self._load(directory, self.loader)
+        self.shadow = None
+        if self.swappable:
+            self._maybe_swap_challenger()
         self.next_check = time.monotonic() + interval_s
 
-    def _load(self, directory: Path):
-        loaded = self.loader(directory)
-        check(loaded if isinstance(loaded, Scorer) else loaded[0])
+    @staticmethod
+    def _load(directory: Path, loader):
+        loaded = loader(directory)
+        check(_scorer(loaded))
         return loaded
 
     def get(self):
@@ -123,15 +161,29 @@ class ModelWatcher:
         if self.swappable and time.monotonic() >= self.next_check:
             self.next_check = time.monotonic() + self.interval_s
             self._maybe_swap()
+            self._maybe_swap_challenger()
         return self.loaded
+
+    def challenger(self):
+        """What the challenger loader made of the challenger, or None."""
+        return self.shadow
+
+    def refuse_challenger(self, reason: object) -> None:
+        """Stop shadow scoring with the current challenger, for good."""
+        if self.shadow is None:
+            return
+        version = _scorer(self.shadow).version
+        self.refused.add(version)
+        self.shadow = None
+        logger.warning("challenger %s refused while scoring: %s", version, reason)
 
     def _maybe_swap(self) -> None:
         wanted = current(self.model_path)
-        scorer = self.loaded if isinstance(self.loaded, Scorer) else self.loaded[0]
+        scorer = _scorer(self.loaded)
         if wanted is None or wanted == scorer.version or wanted in self.refused:
             return
         try:
-            self.loaded = self._load(version_dir(self.model_path, wanted))
+            self.loaded = self._load(version_dir(self.model_path, wanted), self.loader)
         except Exception as exc:  # any failure to load or check keeps the old model
             self.refused.add(wanted)
             logger.warning(
@@ -139,3 +191,34 @@ class ModelWatcher:
             )
             return
         logger.info("model swapped: %s -> %s", scorer.version, wanted)
+
+    def _maybe_swap_challenger(self) -> None:
+        wanted = current(self.model_path, "challenger")
+        before = None if self.shadow is None else _scorer(self.shadow).version
+        if wanted == _scorer(self.loaded).version:
+            wanted = None  # shadow scoring the champion would only repeat it
+        if wanted == before or wanted in self.refused:
+            return
+        if wanted is None:
+            self.shadow = None
+            logger.info("challenger %s removed: shadow scoring stops", before)
+            return
+        try:
+            self.shadow = self._load(
+                version_dir(self.model_path, wanted), self.challenger_loader
+            )
+        except Exception as exc:  # a broken challenger never stops the champion
+            self.refused.add(wanted)
+            logger.warning(
+                "challenger %s refused, %s keeps shadow scoring: %s",
+                wanted,
+                before or "no model",
+                exc,
+            )
+            return
+        logger.info("challenger %s -> %s: shadow scoring", before or "none", wanted)
+
+
+def _scorer(loaded) -> Scorer:
+    """The scorer of what a loader returned (a Scorer or a tuple led by one)."""
+    return loaded if isinstance(loaded, Scorer) else loaded[0]

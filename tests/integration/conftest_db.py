@@ -18,7 +18,8 @@ Fixtures (import them into a conftest or a test module):
     A migrated database filled by ``fill_sample`` (module scope, read-only
     use): three UTC days of scored transactions with one compromised terminal,
     one card under attack, alerts with reasons, rule hits, confirmed fraud,
-    drift metrics and a model registry. ``SAMPLE`` says what is in it.
+    drift metrics, a model registry and, on the last day, a challenger's shadow
+    scores. ``SAMPLE`` says what is in it.
 
 Migrations are applied without role passwords: the roles ``txwatch_writer``
 and ``analyst`` belong to the whole server, and tests act as them with
@@ -154,6 +155,8 @@ class Sample:
     drifting_feature: str  # shifted on the last day; highest PSI there
     precise_rule: str  # fires mostly on fraud
     noisy_rule: str  # shadow rule that fires at random
+    challenger_version: str  # shadow scores on the last day; separates better
+    challenger_threshold: float
 
 
 SAMPLE = Sample(
@@ -166,6 +169,8 @@ SAMPLE = Sample(
     drifting_feature="amount",
     precise_rule="card-velocity",
     noisy_rule="night-owl",
+    challenger_version="if-2024.05.1",
+    challenger_threshold=0.6,
 )
 
 TERMINALS = [f"T{i:04d}" for i in range(30)]
@@ -229,11 +234,16 @@ def fill_sample(conn, seed: int = 7, labels: bool = True, drift: bool = True) ->
     """Fill a migrated database with ``SAMPLE``'s three days; commits.
 
     Genuine scores centre near 0.42 and fraudulent ones near 0.63, so the
-    model (threshold 0.55) is good but not perfect. ``labels=False`` leaves
+    model (threshold 0.55) is good but not perfect. On the last day the
+    challenger (threshold 0.6) scores every row in shadow, genuine near 0.40
+    and fraud near 0.70: fewer false alerts at the same recall or better. Its
+    draws come from a second generator, so the rest of the sample is the same
+    with or without it. ``labels=False`` leaves
     ``fraud_labels`` empty and ``drift=False`` leaves ``drift_metrics`` empty,
     to exercise the report's fallbacks.
     """
     rng = random.Random(seed)
+    shadow_rng = random.Random(seed + 1)
     scored, alerts, hits, frauds = [], [], [], []
     days = (SAMPLE.last_day - SAMPLE.first_day).days + 1
     for day_index in range(days):
@@ -282,6 +292,17 @@ def fill_sample(conn, seed: int = 7, labels: bool = True, drift: bool = True) ->
             rule_hits = _rule_hits(rng, amount, fraud, burst, when.hour < 6)
             is_alert = score >= SAMPLE.threshold
             late = rng.random() < 0.01
+            shadow = (None, None, None)
+            if last:
+                challenger = min(
+                    0.99, max(0.3, shadow_rng.gauss(0.70 if fraud else 0.40, 0.04))
+                )
+                # Like is_alert in this sample, the score alone decides.
+                shadow = (
+                    challenger,
+                    SAMPLE.challenger_version,
+                    challenger >= SAMPLE.challenger_threshold,
+                )
             scored.append(
                 (
                     tx_id,
@@ -298,6 +319,7 @@ def fill_sample(conn, seed: int = 7, labels: bool = True, drift: bool = True) ->
                     SAMPLE.model_version,
                     json.dumps(features),
                     json.dumps(rule_hits),
+                    *shadow,
                 )
             )
             if is_alert:
@@ -342,7 +364,8 @@ def fill_sample(conn, seed: int = 7, labels: bool = True, drift: bool = True) ->
             cur,
             "INSERT INTO scored_transactions (transaction_id, event_time, card_id,"
             " terminal_id, amount, original_amount, currency, is_late, score, risk,"
-            " is_alert, model_version, features, rule_hits) VALUES %s",
+            " is_alert, model_version, features, rule_hits, challenger_score,"
+            " challenger_version, challenger_alert) VALUES %s",
             scored,
             page_size=2_000,
         )
@@ -373,12 +396,14 @@ def fill_sample(conn, seed: int = 7, labels: bool = True, drift: bool = True) ->
             "INSERT INTO model_versions"
             " (version, alias, registered_at, threshold, notes) VALUES"
             " (%s, 'champion', %s, %s, 'trained on April'),"
-            " ('if-2024.05.1', 'challenger', %s, 0.6, 'candidate, not deployed')",
+            " (%s, 'challenger', %s, %s, 'candidate, shadow scoring')",
             (
                 SAMPLE.model_version,
                 datetime(2024, 4, 28, tzinfo=UTC),
                 SAMPLE.threshold,
+                SAMPLE.challenger_version,
                 datetime(2024, 5, 2, tzinfo=UTC),
+                SAMPLE.challenger_threshold,
             ),
         )
         cur.execute("SELECT txwatch_refresh_aggregates()")

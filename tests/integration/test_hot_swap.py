@@ -96,3 +96,94 @@ def test_a_promoted_model_scores_the_next_records_and_a_broken_one_is_refused(
     assert summary.duplicate_alerts_kafka == 0
     assert summary.alerts_kafka == summary.alerts_table
     conn.close()
+
+
+def test_a_challenger_scores_every_row_in_shadow_and_never_alerts(
+    stack, trained_model, handbook_files, tmp_path
+):
+    champion_dir = tmp_path / "champion"
+    shutil.copytree(trained_model, champion_dir)
+    champion = registry.register(root := tmp_path / "registry", champion_dir)
+    # Same forest, a threshold at the training 80th percentile: it would alert
+    # far more often than the champion.
+    challenger_dir = _variant(trained_model, tmp_path / "m2", "shadow-two")
+    meta = json.loads((challenger_dir / "model.json").read_text())
+    meta["threshold"] = meta["risk_quantiles"][800]
+    (challenger_dir / "model.json").write_text(json.dumps(meta))
+    challenger = registry.register(root, challenger_dir)
+    registry.promote(root, champion)
+    registry.promote(root, challenger, "challenger")
+
+    frame = load_handbook(handbook_files[3:4], "2018-07-12", "2018-07-13").head(2_000)
+    shadowed, alone = frame.iloc[:1_000], frame.iloc[1_000:]
+    kafka = stack.settings.kafka
+    producer = make_producer(kafka.bootstrap_servers)
+    conn = stack.connect()
+    job = stack.job(root, "--parallelism", "1").start()
+    try:
+        for n, (batch, clear) in enumerate(((shadowed, False), (alone, True)), 1):
+            if clear:
+                registry.clear(root, "challenger")
+                time.sleep(3)  # the pointers are checked at most every 2 s
+            replay(
+                producer,
+                batch,
+                kafka.topics.transactions,
+                kafka.topics.feedback,
+                progress=False,
+            )
+            wait_until(
+                lambda n=n: scored_count(conn) >= n * 1_000,
+                300,
+                f"scoring of batch {n}",
+                interval=2,
+                alive=job.running,
+            )
+        wait_until(
+            lambda: (lambda s: s.alerts_kafka >= s.alerts_table)(
+                collect(stack.settings, conn)
+            ),
+            120,
+            "alerts committed",
+            alive=job.running,
+        )
+    finally:
+        job.stop()
+
+    def rows(batch):
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT transaction_id, score, is_alert, challenger_score,"
+                " challenger_version, challenger_alert, rule_hits"
+                " FROM scored_transactions WHERE transaction_id = ANY(%s)",
+                ([str(t) for t in batch["transaction_id"]],),
+            )
+            return cur.fetchall()
+
+    first, second = rows(shadowed), rows(alone)
+    assert len(first) == len(second) == 1_000
+    # Every row of the first batch carries the challenger's score: the same
+    # forest on the same features gives the same score.
+    assert {r[4] for r in first} == {challenger}
+    assert all(abs(r[3] - r[1]) < 1e-9 for r in first)
+    # Alerts follow the champion's threshold (or an active rule) only.
+    threshold = json.loads((champion_dir / "model.json").read_text())["threshold"]
+    for _, score, is_alert, shadow_score, _, shadow_alert, hits in first + second:
+        active = any(h["mode"] == "active" for h in hits)
+        assert is_alert == (score >= threshold or active)
+        if shadow_score is not None:
+            assert shadow_alert == (shadow_score >= meta["threshold"] or active)
+    would_only = {r[0] for r in first if r[5] and not r[2]}
+    assert len(would_only) > 10
+    with conn.cursor() as cur:
+        cur.execute("SELECT transaction_id FROM alerts")
+        alerted = {r[0] for r in cur.fetchall()}
+    assert not alerted & would_only
+    assert len(alerted) == sum(r[2] for r in first + second)
+    # Once the challenger is removed, shadow scoring stops.
+    assert all(r[3] is None and r[4] is None and r[5] is None for r in second)
+
+    summary = collect(stack.settings, conn)
+    assert summary.scored_rows == 2_000 and summary.accounted
+    assert summary.alerts_kafka == summary.alerts_table
+    conn.close()

@@ -144,6 +144,7 @@ def test_migrations_apply_on_a_fresh_database_and_record_the_postgresql_path(
         "002_roles",
         "003_feedback_and_rules",
         "004_analytics",
+        "005_shadow_scoring",
     ]
     conn = _connect(pg_admin, fresh_db)
     try:
@@ -154,7 +155,7 @@ def test_migrations_apply_on_a_fresh_database_and_record_the_postgresql_path(
             rows = cur.fetchall()
     finally:
         conn.close()
-    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
     assert {r[2] for r in rows} == {"postgresql"}
 
 
@@ -162,7 +163,7 @@ def test_running_the_migrations_again_applies_nothing(pg_admin, migrated_db):
     report = db.migrate(migrated_db, pg_admin.password, {})
 
     assert report.applied == []
-    assert len(report.already) == 4
+    assert len(report.already) == 5
 
 
 def test_each_migration_file_can_run_twice(pg_admin, migrated_db):
@@ -196,6 +197,36 @@ def test_writer_can_insert_and_update_but_not_delete_truncate_or_create(
         assert _denied(conn, "ALTER TABLE alerts ADD COLUMN extra int")
         assert _denied(conn, "DROP TABLE fraud_labels")
         assert _denied(conn, "REFRESH MATERIALIZED VIEW alerts_hourly_by_terminal")
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+_SHADOW_INSERT = (
+    "INSERT INTO scored_transactions (transaction_id, event_time, card_id,"
+    " terminal_id, amount, original_amount, currency, score, risk, is_alert,"
+    " model_version, features, challenger_score, challenger_version,"
+    " challenger_alert) VALUES (%s, '2024-05-01T10:00:00Z', 'c', 't', 1, 1, 'EUR',"
+    " 0.5, 0.5, false, 'v1', '{}', %s, %s, %s)"
+)
+
+
+def test_shadow_columns_hold_all_three_values_or_none(pg_admin, migrated_db):
+    conn = _connect(pg_admin, migrated_db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_SHADOW_INSERT, ("none", None, None, None))
+            cur.execute(_SHADOW_INSERT, ("all", 0.7, "v2", True))
+            for bad in ((None, "v2", True), (0.7, None, None), (1.5, "v2", False)):
+                cur.execute("SAVEPOINT bad")
+                with pytest.raises(errors.CheckViolation):
+                    cur.execute(_SHADOW_INSERT, ("bad", *bad))
+                cur.execute("ROLLBACK TO SAVEPOINT bad")
+            cur.execute(
+                "SELECT transaction_id, challenger_version FROM scored_transactions"
+                " ORDER BY 1"
+            )
+            assert cur.fetchall() == [("all", "v2"), ("none", None)]
     finally:
         conn.rollback()
         conn.close()

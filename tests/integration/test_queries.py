@@ -220,7 +220,58 @@ def test_model_versions_join_the_registry_with_usage(analyst):
     assert used["alias"] == "champion"
     assert used["transactions"] == 3 * TRANSACTIONS_PER_DAY + 12
     assert 0 < used["alert_rate"] < 0.1
-    assert rows["if-2024.05.1"]["transactions"] == 0
+    assert rows[SAMPLE.challenger_version]["transactions"] == 0
+
+
+def test_champion_vs_challenger_compares_both_on_the_shadow_scored_rows(
+    analyst, pg_admin, sample_db
+):
+    rows = query(analyst, "champion_vs_challenger")
+
+    assert [(r["role"], r["version"], r["compared_with"]) for r in rows] == [
+        ("champion", SAMPLE.model_version, SAMPLE.challenger_version),
+        ("challenger", SAMPLE.challenger_version, SAMPLE.model_version),
+    ]
+    champion, challenger = rows
+    # Only the last day was shadow scored, and both see the same rows and frauds.
+    assert champion["transactions"] == challenger["transactions"]
+    assert champion["transactions"] == TRANSACTIONS_PER_DAY + 12
+    assert champion["frauds"] == challenger["frauds"] > 0
+    # The sample's challenger separates fraud from genuine further.
+    assert challenger["precision"] > champion["precision"]
+    assert challenger["recall"] >= champion["recall"] - 0.02
+    assert challenger["mean_score_fraud"] > champion["mean_score_fraud"]
+    assert challenger["alerts_only_here"] < champion["alerts_only_here"]
+
+    # Each count is recomputed here from the rows themselves.
+    conn = pg_admin.connect(sample_db.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FILTER (WHERE s.is_alert),"
+                " count(*) FILTER (WHERE s.challenger_alert),"
+                " count(*) FILTER (WHERE s.challenger_alert AND f.transaction_id"
+                " IS NOT NULL)"
+                " FROM scored_transactions s LEFT JOIN fraud_labels f"
+                " ON f.transaction_id = s.transaction_id"
+                " AND f.event_time = s.event_time"
+                " WHERE s.challenger_version IS NOT NULL"
+            )
+            alerts, challenger_alerts, challenger_hits = cur.fetchone()
+    finally:
+        conn.close()
+    assert champion["alerts"] == alerts
+    assert challenger["alerts"] == challenger_alerts
+    assert challenger["confirmed_alerts"] == challenger_hits
+
+
+def test_champion_vs_challenger_is_empty_before_the_shadow_scored_day(analyst):
+    rows = query(
+        analyst,
+        "champion_vs_challenger",
+        until=datetime(2024, 5, 2, 23, tzinfo=timezone.utc).isoformat(),
+    )
+    assert rows == []
 
 
 def test_terminal_hourly_reads_the_hourly_aggregate(analyst):
