@@ -17,9 +17,19 @@ Windows
 
 History versus current event
     Counts, sums and means include the current event, as in the handbook the
-    data comes from. The ratio and z-score compare the current amount with
-    the 30-day history *before* it, so a first transaction is never its own
-    baseline (ratio 1.0 and z-score 0.0 when there is no history).
+    data comes from. The ratios and the z-score compare the current amount
+    with the card's history *before* it, so a first transaction is never its
+    own baseline (ratio 1.0 and z-score 0.0 when there is no history).
+
+Robust amount baseline
+    A compromised card that spends several times its usual amount also
+    inflates its own mean and spread, which hides its later frauds from the
+    mean ratio and the z-score. ``c_amount_median_ratio`` divides the amount
+    by the median of the card's last ``AMOUNT_HISTORY`` amounts instead: a
+    median moves little until half of them are abnormal.
+    ``c_peak_median_ratio_7d`` is the highest such ratio among the card's
+    earlier transactions of the 7-day window: a card that recently spent far
+    above its habit is suspect as a whole, whatever its current amount.
 
 Terminal risk and label delay
     A terminal's fraud risk over a window is the share of its transactions in
@@ -58,6 +68,8 @@ MAX_GAP_SECONDS = 30 * 24 * 3600.0
 NIGHT_END_HOUR = 6
 MAX_TERMINALS_PER_CARD = 200
 MAX_PENDING_LABELS = 10_000
+AMOUNT_HISTORY = 30
+PEAK_WINDOW_DAYS = 7
 
 CARD_FEATURES = (
     "amount",
@@ -77,6 +89,8 @@ CARD_FEATURES = (
     "is_night",
     "is_weekend",
     "c_new_terminal",
+    "c_amount_median_ratio",
+    "c_peak_median_ratio_7d",
 )
 TERMINAL_FEATURES = (
     "t_count_1d",
@@ -116,25 +130,30 @@ class CardFeatures:
 
     State (a plain tuple, cheap to pickle into Flink keyed state)::
 
-        (recent, days, last_time_ms, terminals)
+        (recent, days, last_time_ms, terminals, amounts, peaks)
         recent:    list of (event_time_ms, amount, transaction_id), last day,
                    sorted by time
         days:      list of [day, count, sum, sum_of_squares], oldest first,
                    at most 30 entries
         terminals: dict terminal_id -> last day the card used it (30 days,
                    at most MAX_TERMINALS_PER_CARD)
+        amounts:   the card's last AMOUNT_HISTORY amounts, in arrival order
+        peaks:     list of [day, highest c_amount_median_ratio that day],
+                   oldest first, at most PEAK_WINDOW_DAYS entries
 
     ``c_new_terminal`` is 1.0 when the card has not used the transaction's
     terminal in the previous 30 days.
 
     ``update`` returns the features of the transaction and the new state; a
     transaction id already seen for this card within the last day is
-    reported as a duplicate and leaves the state unchanged.
+    reported as a duplicate and leaves the state unchanged. A state of four
+    entries, written before the amount history existed, is taken up with an
+    empty history.
     """
 
     @staticmethod
     def empty() -> tuple:
-        return ([], [], None, {})
+        return ([], [], None, {}, [], [])
 
     @staticmethod
     def update(
@@ -144,9 +163,11 @@ class CardFeatures:
         amount: float,
         terminal_id,
     ):
-        recent, days, last_time, terminals = (
-            state if state is not None else CardFeatures.empty()
-        )
+        if state is None:
+            state = CardFeatures.empty()
+        elif len(state) == 4:
+            state = (*state, [], [])
+        recent, days, last_time, terminals, amounts, peaks = state
         if any(entry[2] == transaction_id for entry in recent):
             return CardUpdate(True, {}), state
 
@@ -189,6 +210,14 @@ class CardFeatures:
             features["c_amount_ratio_30d"] = 1.0
             features["c_amount_zscore_30d"] = 0.0
 
+        today = day_of(event_time_ms)
+        median = _median(amounts)
+        ratio = amount / median if median > 0 else 1.0
+        features["c_amount_median_ratio"] = ratio
+        features["c_peak_median_ratio_7d"] = _window_peak(peaks, today)
+        amounts = (amounts + [amount])[-AMOUNT_HISTORY:]
+        peaks = _add_peak(peaks, today, ratio)
+
         if last_time is None or event_time_ms < last_time:
             gap = MAX_GAP_SECONDS if last_time is None else 0.0
         else:
@@ -196,14 +225,14 @@ class CardFeatures:
         features["c_secs_since_prev"] = gap
         features["is_night"], features["is_weekend"] = calendar_flags(event_time_ms)
 
-        today = day_of(event_time_ms)
         last_used = terminals.get(terminal_id)
         features["c_new_terminal"] = float(last_used is None or today - last_used >= 30)
         if last_used is None or today > last_used:
             terminals[terminal_id] = today
         if last_used is None:
             terminals = _recent_keys(terminals, today, MAX_TERMINALS_PER_CARD)
-        return CardUpdate(False, features), (recent, days, newest, terminals)
+        state = (recent, days, newest, terminals, amounts, peaks)
+        return CardUpdate(False, features), state
 
 
 class TerminalFeatures:
@@ -303,6 +332,37 @@ def _count_in_day(days: list, day: int, keep_days: int) -> list:
             return days
     bisect.insort(days, [day, 1, 0])
     return days
+
+
+def _add_peak(peaks: list, day: int, ratio: float) -> list:
+    """Raise the day's peak ratio to ``ratio``; drop days out of the window."""
+    newest = max(day, peaks[-1][0]) if peaks else day
+    if day <= newest - PEAK_WINDOW_DAYS:
+        return peaks
+    peaks = [p for p in peaks if p[0] > newest - PEAK_WINDOW_DAYS]
+    for bucket in peaks:
+        if bucket[0] == day:
+            bucket[1] = max(bucket[1], ratio)
+            return peaks
+    bisect.insort(peaks, [day, ratio])
+    return peaks
+
+
+def _window_peak(peaks: list, today: int) -> float:
+    """Highest ratio of the window ending today; 1.0 (neutral) without any."""
+    inside = [r for day, r in peaks if today - PEAK_WINDOW_DAYS < day <= today]
+    return max(inside, default=1.0)
+
+
+def _median(values: Sequence[float]) -> float:
+    """Median of ``values``; 0.0 when there are none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2.0
 
 
 def _recent_keys(last_days: dict, today: int, limit: int) -> dict:

@@ -7,6 +7,7 @@ from training.dataset import compute_features
 from udfs.features import (
     FEATURE_NAMES,
     MS_PER_DAY,
+    MS_PER_HOUR,
     MS_PER_MINUTE,
     CardFeatures,
     TerminalFeatures,
@@ -58,6 +59,48 @@ def test_ratio_compares_with_history_before_the_transaction():
     assert out[-1]["c_amount_zscore_30d"] == 0.0  # constant history has no spread
 
 
+def test_median_ratio_keeps_its_baseline_while_a_card_spends_more_than_usual():
+    # Ten days of 20.0, then a compromised card paying five times that.
+    events = [(T0 + i * MS_PER_DAY, 20.0) for i in range(10)]
+    events += [(T0 + (10 + i) * MS_PER_DAY, 100.0) for i in range(4)]
+    out, _ = run_card(events)
+    assert out[0]["c_amount_median_ratio"] == 1.0  # no history: neutral
+    last = out[-1]
+    assert last["c_amount_median_ratio"] == pytest.approx(5.0)
+    # the mean has already moved towards the frauds
+    assert last["c_amount_ratio_30d"] < 3.5
+
+
+def test_median_ratio_follows_only_the_last_amounts():
+    events = [(T0 + i * MS_PER_MINUTE, 10.0) for i in range(30)]
+    events += [(T0 + (30 + i) * MS_PER_MINUTE, 40.0) for i in range(30)]
+    events.append((T0 + 60 * MS_PER_MINUTE, 40.0))
+    out, _ = run_card(events)
+    assert out[-1]["c_amount_median_ratio"] == pytest.approx(1.0)
+
+
+def test_peak_ratio_marks_a_card_for_the_seven_day_window():
+    events = [(T0 + i * MS_PER_HOUR, 20.0) for i in range(5)]
+    events.append((T0 + MS_PER_DAY, 120.0))
+    events += [(T0 + (1 + d) * MS_PER_DAY + MS_PER_HOUR, 20.0) for d in range(8)]
+    out, _ = run_card(events)
+    assert out[5]["c_peak_median_ratio_7d"] == 1.0  # not its own peak
+    assert out[6]["c_peak_median_ratio_7d"] == pytest.approx(6.0)  # same day
+    assert out[12]["c_peak_median_ratio_7d"] == pytest.approx(6.0)  # day 7: last
+    assert out[13]["c_peak_median_ratio_7d"] == 1.0  # day 8: out of the window
+
+
+def test_a_state_written_without_amount_history_is_taken_up():
+    _, state = run_card([(T0, 10.0), (T0 + MS_PER_HOUR, 10.0)])
+    legacy = state[:4]
+    update, upgraded = CardFeatures.update(
+        legacy, "next", T0 + 2 * MS_PER_HOUR, 30.0, "t1"
+    )
+    assert update.features["c_count_1d"] == 3
+    assert update.features["c_amount_median_ratio"] == 1.0
+    assert upgraded[4] == [30.0]
+
+
 def test_time_since_previous_is_capped_and_never_negative():
     out, _ = run_card([(T0, 1.0), (T0 + 90_000, 1.0), (T0 + 10_000, 1.0)])
     assert out[0]["c_secs_since_prev"] == 30 * 24 * 3600
@@ -78,9 +121,11 @@ def test_card_state_stays_bounded_on_a_busy_card():
         _, state = CardFeatures.update(
             state, i, T0 + i * 10 * MS_PER_MINUTE, 1.0, i % 500
         )
-    recent, days, _, terminals = state
+    recent, days, _, terminals, amounts, peaks = state
     assert len(days) <= 30
     assert len(terminals) <= 200
+    assert len(amounts) <= 30
+    assert len(peaks) <= 7
     assert len(recent) <= 24 * 6 + 1
     assert len(pickle.dumps(state)) < 20_000
 
