@@ -37,7 +37,11 @@ Terminal risk and label delay
     (chargebacks), so the window is shifted back by the label delay: with a
     delay of 7 days, the 7-day risk on day ``D`` covers days
     ``D - 13 .. D - 7``. Labels arrive as feedback events and are applied
-    with ``TerminalFeatures.add_feedback``.
+    with ``TerminalFeatures.add_feedback``. A compromised terminal keeps
+    serving fraud for weeks, so how recent its last known fraud is says more
+    than a share diluted over a window: ``t_days_since_fraud`` counts the
+    days since the latest day with a known fraud, and is the terminal's
+    whole horizon (longest window plus label delay) when there is none.
 
 Late and out-of-order events are accepted: they update the buckets of their
 own day and the exact windows by their own time. Buckets older than the
@@ -99,6 +103,7 @@ TERMINAL_FEATURES = (
     "t_risk_1d",
     "t_risk_7d",
     "t_risk_30d",
+    "t_days_since_fraud",
 )
 FEATURE_NAMES = CARD_FEATURES + TERMINAL_FEATURES
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -275,7 +280,14 @@ class TerminalFeatures:
             features[f"t_risk_{length}d"] = (
                 frauds / shifted_count if shifted_count else 0.0
             )
+        features["t_days_since_fraud"] = self._days_since_fraud(days, today)
         return features, (days, pending)
+
+    def _days_since_fraud(self, days: list, today: int) -> float:
+        fraud_days = [day for day, _, frauds in days if frauds > 0]
+        if not fraud_days:
+            return float(self.keep_days)
+        return float(min(max(today - max(fraud_days), 0), self.keep_days))
 
     def add_feedback(self, state: tuple | None, event_time_ms: int, known_at_ms: int):
         """Record that a past transaction of this terminal was fraudulent.

@@ -142,6 +142,23 @@ def test_terminal_risk_uses_only_labels_known_after_the_delay():
     assert features["t_risk_30d"] == 1.0
 
 
+def test_days_since_fraud_counts_from_the_last_known_fraud():
+    terminals = TerminalFeatures(label_delay_days=7)
+    features, state = terminals.update(None, T0)
+    assert features["t_days_since_fraud"] == 37.0  # none known: the whole horizon
+    state = terminals.add_feedback(state, T0, T0 + 7 * MS_PER_DAY)
+    features, state = terminals.update(state, T0 + 6 * MS_PER_DAY)
+    assert features["t_days_since_fraud"] == 37.0  # not known yet
+    features, state = terminals.update(state, T0 + 7 * MS_PER_DAY)
+    assert features["t_days_since_fraud"] == 7.0
+    _, state = terminals.update(state, T0 + 3 * MS_PER_DAY)  # a later fraud
+    state = terminals.add_feedback(state, T0 + 3 * MS_PER_DAY, T0 + 10 * MS_PER_DAY)
+    features, state = terminals.update(state, T0 + 12 * MS_PER_DAY)
+    assert features["t_days_since_fraud"] == 9.0
+    features, _ = terminals.update(state, T0 + 40 * MS_PER_DAY)
+    assert features["t_days_since_fraud"] == 37.0  # both out of the horizon
+
+
 def test_a_terminal_is_new_to_a_card_until_used_and_again_after_30_days():
     state = None
     flags = []
