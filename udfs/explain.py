@@ -48,6 +48,10 @@ _TEMPLATES = {
     "c_amount_zscore_30d": (
         "amount {v:.1f} standard deviations from this card's 30-day mean"
     ),
+    "c_amount_median_ratio": "amount {v:.1f}x this card's median amount",
+    "c_peak_median_ratio_7d": (
+        "this card spent {v:.1f}x its median amount in the last 7 days"
+    ),
     "c_secs_since_prev": "{m:.0f} minutes since this card's previous transaction",
     "is_night": "made at night",
     "is_weekend": "made at the weekend",
@@ -57,6 +61,7 @@ _TEMPLATES = {
     "t_risk_1d": "{p:.0f}% of this terminal's transactions a week ago were fraud",
     "t_risk_7d": "{p:.0f}% of this terminal's known transactions (7 days) were fraud",
     "t_risk_30d": "{p:.0f}% of this terminal's known transactions (30 days) were fraud",
+    "t_days_since_fraud": "{v:.0f} days since this terminal's last known fraud",
     "c_new_terminal": "first use of this terminal by this card in 30 days",
 }
 

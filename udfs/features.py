@@ -17,9 +17,19 @@ Windows
 
 History versus current event
     Counts, sums and means include the current event, as in the handbook the
-    data comes from. The ratio and z-score compare the current amount with
-    the 30-day history *before* it, so a first transaction is never its own
-    baseline (ratio 1.0 and z-score 0.0 when there is no history).
+    data comes from. The ratios and the z-score compare the current amount
+    with the card's history *before* it, so a first transaction is never its
+    own baseline (ratio 1.0 and z-score 0.0 when there is no history).
+
+Robust amount baseline
+    A compromised card that spends several times its usual amount also
+    inflates its own mean and spread, which hides its later frauds from the
+    mean ratio and the z-score. ``c_amount_median_ratio`` divides the amount
+    by the median of the card's last ``AMOUNT_HISTORY`` amounts instead: a
+    median moves little until half of them are abnormal.
+    ``c_peak_median_ratio_7d`` is the highest such ratio among the card's
+    earlier transactions of the 7-day window: a card that recently spent far
+    above its habit is suspect as a whole, whatever its current amount.
 
 Terminal risk and label delay
     A terminal's fraud risk over a window is the share of its transactions in
@@ -27,7 +37,11 @@ Terminal risk and label delay
     (chargebacks), so the window is shifted back by the label delay: with a
     delay of 7 days, the 7-day risk on day ``D`` covers days
     ``D - 13 .. D - 7``. Labels arrive as feedback events and are applied
-    with ``TerminalFeatures.add_feedback``.
+    with ``TerminalFeatures.add_feedback``. A compromised terminal keeps
+    serving fraud for weeks, so how recent its last known fraud is says more
+    than a share diluted over a window: ``t_days_since_fraud`` counts the
+    days since the latest day with a known fraud, and is the terminal's
+    whole horizon (longest window plus label delay) when there is none.
 
 Late and out-of-order events are accepted: they update the buckets of their
 own day and the exact windows by their own time. Buckets older than the
@@ -66,6 +80,8 @@ DEDUP_DAYS = 31
 # A card remembers at most this many ids (the newest), bounding its state
 # under a burst of thousands of transactions a day.
 MAX_REMEMBERED_IDS = 10_000
+AMOUNT_HISTORY = 30
+PEAK_WINDOW_DAYS = 7
 
 CARD_FEATURES = (
     "amount",
@@ -85,6 +101,8 @@ CARD_FEATURES = (
     "is_night",
     "is_weekend",
     "c_new_terminal",
+    "c_amount_median_ratio",
+    "c_peak_median_ratio_7d",
 )
 TERMINAL_FEATURES = (
     "t_count_1d",
@@ -93,6 +111,7 @@ TERMINAL_FEATURES = (
     "t_risk_1d",
     "t_risk_7d",
     "t_risk_30d",
+    "t_days_since_fraud",
 )
 FEATURE_NAMES = CARD_FEATURES + TERMINAL_FEATURES
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -124,7 +143,7 @@ class CardFeatures:
 
     State (a plain tuple, cheap to pickle into Flink keyed state)::
 
-        (recent, days, last_time_ms, terminals, seen)
+        (recent, days, last_time_ms, terminals, seen, amounts, peaks)
         recent:    list of (event_time_ms, amount, transaction_id), last day,
                    sorted by time
         seen:      dict transaction_id -> day of its event, DEDUP_DAYS days,
@@ -133,6 +152,9 @@ class CardFeatures:
                    at most 30 entries
         terminals: dict terminal_id -> last day the card used it (30 days,
                    at most MAX_TERMINALS_PER_CARD)
+        amounts:   the card's last AMOUNT_HISTORY amounts, in arrival order
+        peaks:     list of [day, highest c_amount_median_ratio that day],
+                   oldest first, at most PEAK_WINDOW_DAYS entries
 
     ``c_new_terminal`` is 1.0 when the card has not used the transaction's
     terminal in the previous 30 days.
@@ -140,11 +162,13 @@ class CardFeatures:
     ``update`` returns the features of the transaction and the new state; a
     transaction id already seen for this card (within ``DEDUP_DAYS`` of its
     newest event) is reported as a duplicate and leaves the state unchanged.
+    A state of four entries, written before ids and amounts were kept apart,
+    is taken up with the ids of its last day and an empty amount history.
     """
 
     @staticmethod
     def empty() -> tuple:
-        return ([], [], None, {}, {})
+        return ([], [], None, {}, {}, [], [])
 
     @staticmethod
     def newest_event_time(state: tuple | None) -> int | None:
@@ -159,11 +183,12 @@ class CardFeatures:
         amount: float,
         terminal_id,
     ):
-        recent, days, last_time, terminals, *rest = (
-            state if state is not None else CardFeatures.empty()
-        )
-        # State written before ids were remembered apart holds four parts.
-        seen = rest[0] if rest else {entry[2]: day_of(entry[0]) for entry in recent}
+        if state is None:
+            state = CardFeatures.empty()
+        elif len(state) == 4:
+            recent = state[0]
+            state = (*state, {e[2]: day_of(e[0]) for e in recent}, [], [])
+        recent, days, last_time, terminals, seen, amounts, peaks = state
         if transaction_id in seen:
             return CardUpdate(True, {}), state
 
@@ -206,6 +231,14 @@ class CardFeatures:
             features["c_amount_ratio_30d"] = 1.0
             features["c_amount_zscore_30d"] = 0.0
 
+        today = day_of(event_time_ms)
+        median = _median(amounts)
+        ratio = amount / median if median > 0 else 1.0
+        features["c_amount_median_ratio"] = ratio
+        features["c_peak_median_ratio_7d"] = _window_peak(peaks, today)
+        amounts = (amounts + [amount])[-AMOUNT_HISTORY:]
+        peaks = _add_peak(peaks, today, ratio)
+
         if last_time is None or event_time_ms < last_time:
             gap = MAX_GAP_SECONDS if last_time is None else 0.0
         else:
@@ -213,7 +246,6 @@ class CardFeatures:
         features["c_secs_since_prev"] = gap
         features["is_night"], features["is_weekend"] = calendar_flags(event_time_ms)
 
-        today = day_of(event_time_ms)
         last_used = terminals.get(terminal_id)
         features["c_new_terminal"] = float(last_used is None or today - last_used >= 30)
         if last_used is None or today > last_used:
@@ -228,7 +260,8 @@ class CardFeatures:
         if len(seen) > MAX_REMEMBERED_IDS:
             newest_first = sorted(seen.items(), key=lambda item: -item[1])
             seen = dict(newest_first[: MAX_REMEMBERED_IDS // 2])
-        return CardUpdate(False, features), (recent, days, newest, terminals, seen)
+        state = (recent, days, newest, terminals, seen, amounts, peaks)
+        return CardUpdate(False, features), state
 
 
 class TerminalFeatures:
@@ -271,7 +304,14 @@ class TerminalFeatures:
             features[f"t_risk_{length}d"] = (
                 frauds / shifted_count if shifted_count else 0.0
             )
+        features["t_days_since_fraud"] = self._days_since_fraud(days, today)
         return features, (days, pending)
+
+    def _days_since_fraud(self, days: list, today: int) -> float:
+        fraud_days = [day for day, _, frauds in days if frauds > 0]
+        if not fraud_days:
+            return float(self.keep_days)
+        return float(min(max(today - max(fraud_days), 0), self.keep_days))
 
     def add_feedback(self, state: tuple | None, event_time_ms: int, known_at_ms: int):
         """Record that a past transaction of this terminal was fraudulent.
@@ -328,6 +368,37 @@ def _count_in_day(days: list, day: int, keep_days: int) -> list:
             return days
     bisect.insort(days, [day, 1, 0])
     return days
+
+
+def _add_peak(peaks: list, day: int, ratio: float) -> list:
+    """Raise the day's peak ratio to ``ratio``; drop days out of the window."""
+    newest = max(day, peaks[-1][0]) if peaks else day
+    if day <= newest - PEAK_WINDOW_DAYS:
+        return peaks
+    peaks = [p for p in peaks if p[0] > newest - PEAK_WINDOW_DAYS]
+    for bucket in peaks:
+        if bucket[0] == day:
+            bucket[1] = max(bucket[1], ratio)
+            return peaks
+    bisect.insort(peaks, [day, ratio])
+    return peaks
+
+
+def _window_peak(peaks: list, today: int) -> float:
+    """Highest ratio of the window ending today; 1.0 (neutral) without any."""
+    inside = [r for day, r in peaks if today - PEAK_WINDOW_DAYS < day <= today]
+    return max(inside, default=1.0)
+
+
+def _median(values: Sequence[float]) -> float:
+    """Median of ``values``; 0.0 when there are none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2.0
 
 
 def _recent_keys(last_days: dict, today: int, limit: int) -> dict:

@@ -8,6 +8,7 @@ from udfs.features import (
     DEDUP_DAYS,
     FEATURE_NAMES,
     MS_PER_DAY,
+    MS_PER_HOUR,
     MS_PER_MINUTE,
     CardFeatures,
     TerminalFeatures,
@@ -59,6 +60,52 @@ def test_ratio_compares_with_history_before_the_transaction():
     assert out[-1]["c_amount_zscore_30d"] == 0.0  # constant history has no spread
 
 
+def test_median_ratio_keeps_its_baseline_while_a_card_spends_more_than_usual():
+    # Ten days of 20.0, then a compromised card paying five times that.
+    events = [(T0 + i * MS_PER_DAY, 20.0) for i in range(10)]
+    events += [(T0 + (10 + i) * MS_PER_DAY, 100.0) for i in range(4)]
+    out, _ = run_card(events)
+    assert out[0]["c_amount_median_ratio"] == 1.0  # no history: neutral
+    last = out[-1]
+    assert last["c_amount_median_ratio"] == pytest.approx(5.0)
+    # the mean has already moved towards the frauds
+    assert last["c_amount_ratio_30d"] < 3.5
+
+
+def test_median_ratio_follows_only_the_last_amounts():
+    events = [(T0 + i * MS_PER_MINUTE, 10.0) for i in range(30)]
+    events += [(T0 + (30 + i) * MS_PER_MINUTE, 40.0) for i in range(30)]
+    events.append((T0 + 60 * MS_PER_MINUTE, 40.0))
+    out, _ = run_card(events)
+    assert out[-1]["c_amount_median_ratio"] == pytest.approx(1.0)
+
+
+def test_peak_ratio_marks_a_card_for_the_seven_day_window():
+    events = [(T0 + i * MS_PER_HOUR, 20.0) for i in range(5)]
+    events.append((T0 + MS_PER_DAY, 120.0))
+    events += [(T0 + (1 + d) * MS_PER_DAY + MS_PER_HOUR, 20.0) for d in range(8)]
+    out, _ = run_card(events)
+    assert out[5]["c_peak_median_ratio_7d"] == 1.0  # not its own peak
+    assert out[6]["c_peak_median_ratio_7d"] == pytest.approx(6.0)  # same day
+    assert out[12]["c_peak_median_ratio_7d"] == pytest.approx(6.0)  # day 7: last
+    assert out[13]["c_peak_median_ratio_7d"] == 1.0  # day 8: out of the window
+
+
+def test_a_state_written_without_ids_and_amount_history_is_taken_up():
+    _, state = run_card([(T0, 10.0), (T0 + MS_PER_HOUR, 10.0)])
+    legacy = state[:4]
+    repeat = legacy[0][0][2]  # an id of the card's last day
+    update, _ = CardFeatures.update(legacy, repeat, T0, 10.0, "t1")
+    assert update.duplicate
+    update, upgraded = CardFeatures.update(
+        legacy, "next", T0 + 2 * MS_PER_HOUR, 30.0, "t1"
+    )
+    assert update.features["c_count_1d"] == 3
+    assert update.features["c_amount_median_ratio"] == 1.0
+    assert upgraded[5] == [30.0]
+    assert repeat in upgraded[4] and "next" in upgraded[4]
+
+
 def test_time_since_previous_is_capped_and_never_negative():
     out, _ = run_card([(T0, 1.0), (T0 + 90_000, 1.0), (T0 + 10_000, 1.0)])
     assert out[0]["c_secs_since_prev"] == 30 * 24 * 3600
@@ -79,9 +126,11 @@ def test_card_state_stays_bounded_on_a_busy_card():
         _, state = CardFeatures.update(
             state, i, T0 + i * 10 * MS_PER_MINUTE, 1.0, i % 500
         )
-    recent, days, _, terminals, seen = state
+    recent, days, _, terminals, seen, amounts, peaks = state
     assert len(days) <= 30
     assert len(terminals) <= 200
+    assert len(amounts) <= 30
+    assert len(peaks) <= 7
     assert len(recent) <= 24 * 6 + 1
     assert len(seen) <= (DEDUP_DAYS + 1) * 24 * 6
     assert len(pickle.dumps(state)) < 200_000
@@ -116,6 +165,23 @@ def test_terminal_risk_uses_only_labels_known_after_the_delay():
     features, state = terminals.update(state, T0 + 7 * MS_PER_DAY)
     assert features["t_risk_7d"] == 1.0  # day 0 alone in days -6..0 shifted by 7
     assert features["t_risk_30d"] == 1.0
+
+
+def test_days_since_fraud_counts_from_the_last_known_fraud():
+    terminals = TerminalFeatures(label_delay_days=7)
+    features, state = terminals.update(None, T0)
+    assert features["t_days_since_fraud"] == 37.0  # none known: the whole horizon
+    state = terminals.add_feedback(state, T0, T0 + 7 * MS_PER_DAY)
+    features, state = terminals.update(state, T0 + 6 * MS_PER_DAY)
+    assert features["t_days_since_fraud"] == 37.0  # not known yet
+    features, state = terminals.update(state, T0 + 7 * MS_PER_DAY)
+    assert features["t_days_since_fraud"] == 7.0
+    _, state = terminals.update(state, T0 + 3 * MS_PER_DAY)  # a later fraud
+    state = terminals.add_feedback(state, T0 + 3 * MS_PER_DAY, T0 + 10 * MS_PER_DAY)
+    features, state = terminals.update(state, T0 + 12 * MS_PER_DAY)
+    assert features["t_days_since_fraud"] == 9.0
+    features, _ = terminals.update(state, T0 + 40 * MS_PER_DAY)
+    assert features["t_days_since_fraud"] == 37.0  # both out of the horizon
 
 
 def test_a_terminal_is_new_to_a_card_until_used_and_again_after_30_days():
