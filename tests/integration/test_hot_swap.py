@@ -27,6 +27,52 @@ def _variant(source, target, version: str, broken: bool = False):
     return target
 
 
+def run_in_phases(stack, model_dir, phases) -> None:
+    """Run the job on ``model_dir`` through ``(rows, change)`` phases.
+
+    Before each phase's rows are replayed, ``change`` (if any) edits the
+    registry and the test waits past the interval at which the job checks
+    its pointers; each phase's rows are scored before the next starts.
+    """
+    kafka = stack.settings.kafka
+    producer = make_producer(kafka.bootstrap_servers)
+    conn = stack.connect()
+    job = stack.job(model_dir, "--parallelism", "1").start()
+    try:
+        done = 0
+        for rows, change in phases:
+            if change:
+                change()
+                time.sleep(3)  # the pointers are checked at most every 2 s
+            replay(
+                producer,
+                rows,
+                kafka.topics.transactions,
+                kafka.topics.feedback,
+                progress=False,
+            )
+            done += len(rows)
+            wait_until(
+                lambda target=done: scored_count(conn) >= target,
+                300,
+                f"scoring of {done} rows",
+                interval=2,
+                alive=job.running,
+            )
+        wait_until(
+            lambda: (lambda s: s.alerts_kafka >= s.alerts_table)(
+                collect(stack.settings, conn)
+            ),
+            120,
+            "alerts committed",
+            alive=job.running,
+        )
+    finally:
+        job.stop()
+        producer.close()
+        conn.close()
+
+
 def test_a_promoted_model_scores_the_next_records_and_a_broken_one_is_refused(
     stack, trained_model, handbook_files, tmp_path
 ):
@@ -41,43 +87,17 @@ def test_a_promoted_model_scores_the_next_records_and_a_broken_one_is_refused(
 
     frame = load_handbook(handbook_files[3:4], "2018-07-12", "2018-07-13").head(3_000)
     batches = [frame.iloc[i * 1_000 : (i + 1) * 1_000] for i in range(3)]
-    kafka = stack.settings.kafka
-    producer = make_producer(kafka.bootstrap_servers)
-    conn = stack.connect()
-    job = stack.job(root, "--parallelism", "1").start()
-    try:
-        for n, (batch, version) in enumerate(
-            zip(batches, (None, second, "swap-broken"), strict=True), start=1
-        ):
-            if version:
-                registry.promote(root, version)
-                # The pointer is checked at most every 2 s, between batches.
-                time.sleep(3)
-            replay(
-                producer,
-                batch,
-                kafka.topics.transactions,
-                kafka.topics.feedback,
-                progress=False,
-            )
-            wait_until(
-                lambda n=n: scored_count(conn) >= n * 1_000,
-                300,
-                f"scoring of batch {n}",
-                interval=2,
-                alive=job.running,
-            )
-        wait_until(
-            lambda: (lambda s: s.alerts_kafka >= s.alerts_table)(
-                collect(stack.settings, conn)
-            ),
-            120,
-            "alerts committed",
-            alive=job.running,
-        )
-    finally:
-        job.stop()
+    run_in_phases(
+        stack,
+        root,
+        [
+            (batches[0], None),
+            (batches[1], lambda: registry.promote(root, second)),
+            (batches[2], lambda: registry.promote(root, "swap-broken")),
+        ],
+    )
 
+    conn = stack.connect()
     with conn.cursor() as cur:
         versions = {}
         for i, batch in enumerate(batches):
@@ -116,39 +136,13 @@ def test_a_challenger_scores_every_row_in_shadow_and_never_alerts(
 
     frame = load_handbook(handbook_files[3:4], "2018-07-12", "2018-07-13").head(2_000)
     shadowed, alone = frame.iloc[:1_000], frame.iloc[1_000:]
-    kafka = stack.settings.kafka
-    producer = make_producer(kafka.bootstrap_servers)
+    run_in_phases(
+        stack,
+        root,
+        [(shadowed, None), (alone, lambda: registry.clear(root, "challenger"))],
+    )
+
     conn = stack.connect()
-    job = stack.job(root, "--parallelism", "1").start()
-    try:
-        for n, (batch, clear) in enumerate(((shadowed, False), (alone, True)), 1):
-            if clear:
-                registry.clear(root, "challenger")
-                time.sleep(3)  # the pointers are checked at most every 2 s
-            replay(
-                producer,
-                batch,
-                kafka.topics.transactions,
-                kafka.topics.feedback,
-                progress=False,
-            )
-            wait_until(
-                lambda n=n: scored_count(conn) >= n * 1_000,
-                300,
-                f"scoring of batch {n}",
-                interval=2,
-                alive=job.running,
-            )
-        wait_until(
-            lambda: (lambda s: s.alerts_kafka >= s.alerts_table)(
-                collect(stack.settings, conn)
-            ),
-            120,
-            "alerts committed",
-            alive=job.running,
-        )
-    finally:
-        job.stop()
 
     def rows(batch):
         with conn.cursor() as cur:
