@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from sklearn.ensemble import IsolationForest
+from split_thresholds import rows_at_split_thresholds
 
 from training.compact_onnx import (
     OUTPUT_NAME,
@@ -104,51 +105,14 @@ def test_scorer_loads_the_compact_graph_and_scores_like_scikit_learn(real, tmp_p
 @pytest.mark.slow
 def test_rows_on_and_beside_every_reached_split_threshold_score_alike(real):
     forest, graph, threshold, rows = real
-    probes, reached = rows_at_split_thresholds(forest, rows[:20_000])
+    probes, reached = rows_at_split_thresholds(
+        forest.estimators_, forest.estimators_features_, rows[:20_000]
+    )
     assert reached > 0.9, f"only {reached:.0%} of the splits were reached"
     expected = expected_scores(forest, probes)
     got = compact_scores(forest, graph, probes)
     assert np.max(np.abs(expected - got)) <= TOLERANCE
     np.testing.assert_array_equal(got >= threshold, expected >= threshold)
-
-
-def rows_at_split_thresholds(forest, sample):
-    """Rows moved onto, and one float32 or float64 step beside, each split.
-
-    For every internal node that a row of ``sample`` reaches, that row is
-    copied with the split feature set to the float32 rounding of the
-    threshold and its float32 neighbours, and to the float64 threshold and
-    its float64 neighbours. Returns the rows and the share of nodes reached.
-    """
-    up32, down32 = np.float32(np.inf), np.float32(-np.inf)
-    out, internal, reached = [], 0, 0
-    for estimator in forest.estimators_:
-        tree = estimator.tree_
-        paths = estimator.decision_path(sample.astype(np.float32)).tocsc()
-        for node in np.flatnonzero(tree.children_left != -1):
-            internal += 1
-            first, last = paths.indptr[node], paths.indptr[node + 1]
-            if first == last:
-                continue
-            reached += 1
-            base = sample[paths.indices[first]]
-            t64 = tree.threshold[node]
-            t32 = np.float32(t64)
-            for value in (
-                t32,
-                np.nextafter(t32, up32),
-                np.nextafter(t32, down32),
-                t64,
-                np.nextafter(t64, np.inf),
-                np.nextafter(t64, -np.inf),
-            ):
-                row = base.copy()
-                row[tree.feature[node]] = float(value)
-                out.append(row)
-    return np.array(out), reached / internal
-
-
-# -- the graph ------------------------------------------------------------------
 
 
 def test_floor_float32_gives_the_largest_float32_not_above_the_value():

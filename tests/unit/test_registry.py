@@ -1,35 +1,19 @@
 import json
 
-import joblib
 import numpy as np
 import pytest
+from model_factory import write_model
 from sklearn.ensemble import IsolationForest
 
-from training.export import export_onnx
-from training.train import choose_threshold
 from udfs import registry
-from udfs.explain import SKLEARN_FILE
-from udfs.scoring import ModelError, ModelMetadata
+from udfs.scoring import ModelError
 
 
 def make_model(directory, seed: int):
     x = np.random.default_rng(seed).normal(size=(2_000, 3))
     forest = IsolationForest(n_estimators=20, random_state=seed).fit(x)
-    scores = -forest.score_samples(x)
     directory.mkdir(parents=True)
-    (directory / "model.onnx").write_bytes(export_onnx(forest, 3))
-    joblib.dump(forest, directory / SKLEARN_FILE)
-    ModelMetadata(
-        version=f"v{seed}",
-        feature_names=("a", "b", "c"),
-        threshold=choose_threshold(scores, 0.01),
-        risk_quantiles=tuple(np.quantile(scores, np.linspace(0, 1, 11))),
-        graph="skl2onnx",
-        offset=float(forest.offset_),
-        n_estimators=20,
-        max_samples=int(forest.max_samples_),
-    ).write(directory / "model.json")
-    return directory
+    return write_model(directory, forest, x, f"v{seed}", ("a", "b", "c"), 0.01)
 
 
 def test_the_watcher_swaps_to_a_promoted_champion_and_refuses_a_broken_one(tmp_path):

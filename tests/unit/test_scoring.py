@@ -2,15 +2,14 @@
 
 import json
 
-import joblib
 import numpy as np
 import pytest
+from model_factory import write_model
 from sklearn.ensemble import IsolationForest
 
-from training.export import export_onnx
-from training.train import check_parity, choose_threshold
-from udfs.explain import SKLEARN_FILE, Explainer, render, score_from_contributions
-from udfs.scoring import ModelError, ModelMetadata, Scorer
+from training.train import check_parity
+from udfs.explain import Explainer, render, score_from_contributions
+from udfs.scoring import ModelError, Scorer
 
 NAMES = ("amount", "c_count_1h", "c_amount_ratio_30d", "t_risk_7d")
 
@@ -27,20 +26,8 @@ def model_dir(tmp_path_factory):
         ]
     )
     forest = IsolationForest(n_estimators=60, random_state=1).fit(x)
-    scores = -forest.score_samples(x)
     directory = tmp_path_factory.mktemp("model")
-    (directory / "model.onnx").write_bytes(export_onnx(forest, len(NAMES)))
-    joblib.dump(forest, directory / SKLEARN_FILE)
-    ModelMetadata(
-        version="test-1",
-        feature_names=NAMES,
-        threshold=choose_threshold(scores, 0.01),
-        risk_quantiles=tuple(np.quantile(scores, np.linspace(0, 1, 101))),
-        graph="skl2onnx",
-        offset=float(forest.offset_),
-        n_estimators=60,
-        max_samples=int(forest.max_samples_),
-    ).write(directory / "model.json")
+    write_model(directory, forest, x, "test-1", NAMES, 0.01, quantiles=101)
     return directory, forest, x
 
 
