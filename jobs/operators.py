@@ -30,13 +30,12 @@ from udfs.contract import ContractLimits, Rejection, parse
 from udfs.errors import RuleError
 from udfs.features import (
     FEATURE_NAMES,
+    MS_PER_DAY,
     TERMINAL_FEATURES,
     CardFeatures,
     TerminalFeatures,
 )
 from udfs.rules import BASE_FIELDS, RuleEngine, RuleSet
-
-DAY_MS = 86_400_000
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +231,7 @@ class CardHistory(_RuleBearer, KeyedBroadcastProcessFunction):
     def __init__(
         self,
         initial_rules: list,
-        ttl_ms: int = 31 * DAY_MS,
+        ttl_ms: int = 31 * MS_PER_DAY,
         max_out_of_orderness_ms: int = 5_000,
     ):
         self.initial_rules = initial_rules
@@ -296,12 +295,12 @@ class TerminalHistory(_RuleBearer, KeyedBroadcastProcessFunction):
     reports_status = False
 
     def __init__(
-        self, initial_rules: list, label_delay_days: int, ttl_ms: int = 31 * DAY_MS
+        self, initial_rules: list, label_delay_days: int, ttl_ms: int = 31 * MS_PER_DAY
     ):
         self.initial_rules = initial_rules
         self.label_delay_days = label_delay_days
         # A terminal's risk looks back its windows behind the label delay.
-        self.ttl_ms = ttl_ms + label_delay_days * DAY_MS
+        self.ttl_ms = ttl_ms + label_delay_days * MS_PER_DAY
 
     def open(self, runtime_context):
         descriptor = ValueStateDescriptor("terminal", Types.PICKLED_BYTE_ARRAY())
