@@ -92,20 +92,23 @@ class Stack:
         conn.autocommit = True
         return conn
 
+    def job_args(self, model_dir: Path, *args: str) -> list[str]:
+        """The job's options for this stack: settings, model, names, ``args``."""
+        return [
+            "--config",
+            str(self.config_path),
+            "--model-dir",
+            str(model_dir),
+            "--transactional-prefix",
+            self.prefix,
+            "--name",
+            self.prefix,
+            *args,
+        ]
+
     def job(self, model_dir: Path, *args: str, name: str = "job") -> JobProcess:
         return JobProcess(
-            [
-                "--config",
-                str(self.config_path),
-                "--model-dir",
-                str(model_dir),
-                "--transactional-prefix",
-                self.prefix,
-                "--name",
-                self.prefix,
-                *args,
-            ],
-            self.tmp_path / f"{name}.log",
+            self.job_args(model_dir, *args), self.tmp_path / f"{name}.log"
         )
 
 

@@ -28,17 +28,7 @@ def test_a_submitted_job_scores_every_transaction_at_parallelism_two(
     producer.close()
 
     job_id = cluster.submit(
-        "--config",
-        str(stack.config_path),
-        "--model-dir",
-        str(trained_model),
-        "--bounded",
-        "--parallelism",
-        "2",
-        "--name",
-        stack.prefix,
-        "--transactional-prefix",
-        stack.prefix,
+        *stack.job_args(trained_model, "--bounded", "--parallelism", "2")
     )
 
     def finished() -> bool:

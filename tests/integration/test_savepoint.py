@@ -34,16 +34,7 @@ def test_a_job_rescaled_from_a_savepoint_keeps_card_history_and_duplicate_ids(
 
     def submit(parallelism: int, savepoint: str | None = None) -> str:
         job_id = cluster.submit(
-            "--config",
-            str(stack.config_path),
-            "--model-dir",
-            str(trained_model),
-            "--parallelism",
-            str(parallelism),
-            "--name",
-            stack.prefix,
-            "--transactional-prefix",
-            stack.prefix,
+            *stack.job_args(trained_model, "--parallelism", str(parallelism)),
             savepoint=savepoint,
         )
         wait_until(lambda: cluster.all_running(job_id), 180, "the job running", 1)
