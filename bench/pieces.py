@@ -232,13 +232,15 @@ def _operators(texts: list[str], limits: ContractLimits):
     valid, timings = [], {}
     started = time.perf_counter()
     for text in texts:
-        valid += step(validate, contexts["validate"], None, text)
+        valid += [
+            routed[1] for routed in step(validate, contexts["validate"], None, text)
+        ]
     timings["Validate (operator function)"] = time.perf_counter() - started
 
     carded = []
     started = time.perf_counter()
     for row in valid:
-        carded += step(card, contexts["card"], row[2], row)
+        carded += [routed[1] for routed in step(card, contexts["card"], row[2], row)]
     timings["CardHistory (operator function)"] = time.perf_counter() - started
 
     featured = []

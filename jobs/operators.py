@@ -13,7 +13,6 @@ import time
 
 from pyflink.common import Row, Types
 from pyflink.common.time import Time
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (
     KeyedBroadcastProcessFunction,
     OutputTag,
@@ -84,7 +83,7 @@ def _ttl(ttl_ms: int) -> StateTtlConfig:
 
 
 class Validate(ProcessFunction):
-    """Raw message -> ``VALID`` row, or a dead letter with its reason.
+    """Raw message -> ``VALID`` row routed by card, or a dead letter with its reason.
 
     Events more than ``max_lateness_ms`` behind the newest event time this
     subtask has seen are dead-lettered as ``event_time_too_old``: they would
@@ -129,28 +128,17 @@ class Validate(ProcessFunction):
             self.newest = t
         self.valid.inc()
         yield Row(
-            parsed.transaction_id,
-            t,
             parsed.card_id,
-            parsed.terminal_id,
-            parsed.amount,
-            parsed.original_amount,
-            parsed.currency,
+            Row(
+                parsed.transaction_id,
+                t,
+                parsed.card_id,
+                parsed.terminal_id,
+                parsed.amount,
+                parsed.original_amount,
+                parsed.currency,
+            ),
         )
-
-
-class EventTime(TimestampAssigner):
-    """Event time of a ``VALID`` row, in epoch milliseconds."""
-
-    def extract_timestamp(self, value, record_timestamp):
-        return value[1]
-
-
-class FeedbackTime(TimestampAssigner):
-    """Event time of a feedback label: that of the transaction it labels."""
-
-    def extract_timestamp(self, value, record_timestamp):
-        return value[1]
 
 
 class _RuleBearer:
@@ -213,16 +201,16 @@ class _RuleBearer:
 class CardHistory(_RuleBearer, KeyedBroadcastProcessFunction):
     """Keyed by card: card features, card rules, the late flag, duplicate ids.
 
-    Emits ``CARD_OUT`` rows. A transaction id seen before on the same card
-    (see ``CardFeatures``) goes to the dead letters as
-    ``duplicate_transaction_id``. Keyed state: ``(feature state, rule state)``
-    in one value.
+    Emits ``CARD_OUT`` rows routed by terminal. A transaction id seen before
+    on the same card (see ``CardFeatures``) goes to the dead letters as
+    ``duplicate_transaction_id``. Keyed state: ``(feature state, rule
+    state)`` in one value.
 
     A transaction is late when its event time is more than
     ``max_out_of_orderness_ms`` behind the newest event already seen on its
-    card. The rule is the watermark's, applied per card: it does not depend
-    on how fast each Kafka partition is read, and it marks exactly the
-    transactions whose card features were computed out of order. Late
+    card. It is a bounded out-of-orderness rule applied per card: it does
+    not depend on how fast each Kafka partition is read, and it marks exactly
+    the transactions whose card features were computed out of order. Late
     transactions are scored like the others.
     """
 
@@ -275,11 +263,14 @@ class CardHistory(_RuleBearer, KeyedBroadcastProcessFunction):
             newest is not None and value[1] < newest - self.max_out_of_orderness_ms
         )
         yield Row(
-            *value,
-            is_late,
-            json.dumps(hits) if hits else "[]",
-            *[features[name] for name in CARD_COLUMNS],
-            None,
+            value[3],
+            Row(
+                *value,
+                is_late,
+                json.dumps(hits) if hits else "[]",
+                *[features[name] for name in CARD_COLUMNS],
+                None,
+            ),
         )
 
 
@@ -356,7 +347,7 @@ class TerminalHistory(_RuleBearer, KeyedBroadcastProcessFunction):
 
 
 class ParseFeedback(ProcessFunction):
-    """Feedback JSON -> a label row in the ``CARD_OUT`` shape.
+    """Feedback JSON -> a label row in the ``CARD_OUT`` shape, routed by terminal.
 
     Unreadable feedback is dead-lettered with the stage ``feedback``.
     """
@@ -364,10 +355,11 @@ class ParseFeedback(ProcessFunction):
     def process_element(self, value, ctx):
         try:
             obj = json.loads(value)
+            terminal_id = str(obj["terminal_id"])
             row = _feedback_row(
                 str(obj["transaction_id"]),
                 int(obj["event_time_ms"]),
-                str(obj["terminal_id"]),
+                terminal_id,
                 int(obj["known_at_ms"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -376,7 +368,7 @@ class ParseFeedback(ProcessFunction):
                 dead_letter("malformed_feedback", str(exc)[:200], "feedback", value),
             )
             return
-        yield row
+        yield Row(terminal_id, row)
 
 
 def _subtask_index(runtime_context) -> int:

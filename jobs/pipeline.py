@@ -2,8 +2,8 @@
 
 Graph (every operator has a stable ``uid`` and a ``name``)::
 
-    Kafka transactions ─► validate ─► watermarks ─► key by card ─► card history
-         (raw JSON)         │ VALID                      │ + card rules
+    Kafka transactions ─► validate ─► key by card ─► card history
+         (raw JSON)         │ VALID                    │ + card rules
                             └─► dead letters ◄─ duplicates┤ CARD_OUT
     Kafka feedback ─► parse (labels as CARD_OUT) ─► union ─┘
                                                      │ key by terminal
@@ -18,6 +18,11 @@ Graph (every operator has a stable ``uid`` and a ``name``)::
     dead letters ─► Kafka transactions.dlq (exactly once)
     rule status  ─► Kafka rules.status
 
+Keys are computed by the operator before each keyed one (records are emitted
+routed, see ``jobs.records``) and partitioned on by Flink's Java key selector.
+Nothing reads event-time timestamps or watermarks: windows are kept in
+keyed state by event time, and lateness is decided per card.
+
 Run it locally with ``txwatch job run`` or submit ``jobs/pipeline.py`` to a
 Flink cluster with ``flink run --python`` (see the Makefile's ``submit``).
 """
@@ -31,9 +36,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
+from pyflink.common import Configuration, Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
-from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.datastream import (
+    CheckpointingMode,
+    DataStream,
+    KeyedStream,
+    StreamExecutionEnvironment,
+)
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetResetStrategy,
@@ -42,6 +52,7 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSink,
     KafkaSource,
 )
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 from pyflink.table.expressions import col
 
@@ -53,8 +64,6 @@ from jobs.operators import (
     RULE_STATUS,
     RULES_STATE,
     CardHistory,
-    EventTime,
-    FeedbackTime,
     ParseFeedback,
     TerminalHistory,
     Validate,
@@ -113,25 +122,17 @@ def build(
 
     valid = (
         raw.process(
-            Validate(settings.contract, job.max_lateness_ms), output_type=records.VALID
+            Validate(settings.contract, job.max_lateness_ms),
+            output_type=records.ROUTED_VALID,
         )
         .name("validate")
         .uid("validate")
-    )
-    timed = (
-        valid.assign_timestamps_and_watermarks(_watermarks(job, EventTime()))
-        .name("event-time")
-        .uid("event-time")
     )
 
     rules = (
         env.from_source(
             _source(settings, topics.rules, options, from_earliest=True),
-            # Commands carry no event time; an idle rules input must not hold
-            # back the watermark of the operators it is connected to.
-            WatermarkStrategy.for_monotonous_timestamps().with_idleness(
-                Duration.of_seconds(1)
-            ),
+            WatermarkStrategy.no_watermarks(),
             "rules",
         )
         .uid("source-rules")
@@ -140,11 +141,11 @@ def build(
     initial_rules = RuleSet.from_yaml(options.rules_file, RULE_NAMES).to_dicts()
 
     carded = (
-        timed.key_by(lambda row: row[2], key_type=Types.STRING())
+        _by_route_key(valid, records.VALID)
         .connect(rules)
         .process(
             CardHistory(initial_rules, job.state_ttl_ms, job.max_out_of_orderness_ms),
-            output_type=records.CARD_OUT,
+            output_type=records.ROUTED_CARD_OUT,
         )
         .name("card-history")
         .uid("card-history")
@@ -157,18 +158,12 @@ def build(
             "feedback",
         )
         .uid("source-feedback")
-        .process(ParseFeedback(), output_type=records.CARD_OUT)
+        .process(ParseFeedback(), output_type=records.ROUTED_CARD_OUT)
         .name("parse-feedback")
         .uid("parse-feedback")
     )
-    feedback_timed = (
-        feedback.assign_timestamps_and_watermarks(_watermarks(job, FeedbackTime()))
-        .name("feedback-time")
-        .uid("feedback-time")
-    )
     featured = (
-        carded.union(feedback_timed)
-        .key_by(lambda row: row[3], key_type=Types.STRING())
+        _by_route_key(carded.union(feedback), records.CARD_OUT)
         .connect(rules)
         .process(
             TerminalHistory(initial_rules, job.label_delay_days, job.state_ttl_ms),
@@ -198,7 +193,20 @@ def build(
     t_env.create_temporary_view(
         "rule_hit_rows", t_env.from_data_stream(featured.get_side_output(RULE_HITS))
     )
-    t_env.create_temporary_view("feedback_rows", t_env.from_data_stream(feedback))
+    t_env.create_temporary_view(
+        "feedback_rows",
+        t_env.from_data_stream(feedback).select(
+            *[
+                col("record").get(name).alias(name)
+                for name in (
+                    "transaction_id",
+                    "event_time_ms",
+                    "terminal_id",
+                    "known_at_ms",
+                )
+            ]
+        ),
+    )
 
     statements = t_env.create_statement_set()
     _create_sinks(t_env, settings, writer_password, options)
@@ -220,16 +228,19 @@ def build(
     return env
 
 
-def _watermarks(job, assigner) -> WatermarkStrategy:
-    # Idleness lets a quiet input (the feedback topic, an empty partition)
-    # stop holding back the watermark of the operators it feeds.
-    return (
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_millis(job.max_out_of_orderness_ms)
-        )
-        .with_timestamp_assigner(assigner)
-        .with_idleness(Duration.of_millis(job.idle_source_timeout_ms))
+def _by_route_key(routed: DataStream, record_type) -> KeyedStream:
+    """Key a stream of routed records on their key, without a Python function.
+
+    ``DataStream.key_by`` runs a Python operator that only wraps each record
+    as ``(key, record)`` before Flink's Java ``KeyByKeySelector`` partitions
+    on field 0; the operators of this job emit that shape themselves. The
+    keyed operators downstream receive ``record`` alone, as after ``key_by``.
+    """
+    key_type = Types.ROW([Types.STRING()]).get_java_type_info()
+    j_keyed = routed._j_data_stream.keyBy(
+        get_gateway().jvm.KeyByKeySelector(), key_type
     )
+    return KeyedStream(j_keyed, record_type, routed)
 
 
 def configure(settings: Settings, options: JobOptions) -> StreamExecutionEnvironment:

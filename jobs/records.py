@@ -9,6 +9,10 @@
 ``RULE_HIT``   one rule that fired on one transaction
 ``FEATURED``   ``VALID`` plus the late flag, every feature and the rule hits
 
+An operator whose output is keyed next emits it routed: ``(key, record)``,
+the shape Flink's Java key selector partitions on (see ``routed``), so that
+no Python function runs only to compute a key.
+
 The scored table adds ``score``, ``risk``, ``is_alert``, ``model_version`` and
 ``reasons`` to ``FEATURED``, then the challenger's shadow columns
 ``challenger_score``, ``challenger_version`` and ``challenger_alert`` (see
@@ -68,3 +72,12 @@ CARD_OUT = row_type(CARD_OUT_FIELDS)
 RULE_HIT = row_type(RULE_HIT_FIELDS)
 FEATURED = row_type(FEATURED_FIELDS)
 FEATURED_NAMES = tuple(name for name, _ in FEATURED_FIELDS)
+
+
+def routed(record_type):
+    """``record_type`` behind the key it is partitioned on next."""
+    return Types.ROW_NAMED(["route_key", "record"], [Types.STRING(), record_type])
+
+
+ROUTED_VALID = routed(VALID)  # by card
+ROUTED_CARD_OUT = routed(CARD_OUT)  # by terminal

@@ -74,7 +74,6 @@ class JobSettings:
     parallelism: int = 1
     max_out_of_orderness_ms: int = 5_000
     max_lateness_ms: int = 30 * 24 * 3_600_000
-    idle_source_timeout_ms: int = 10_000
     checkpoint_interval_ms: int = 10_000
     checkpoint_timeout_ms: int = 120_000
     min_pause_between_checkpoints_ms: int = 2_000

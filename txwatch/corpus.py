@@ -151,7 +151,7 @@ def _mutate(obj: dict, mutation: str, rng) -> bytes:
     elif mutation == "event_time":
         obj["event_time"] = rng.choice(_ODD_TIMES)
     elif mutation == "late":
-        # Hours behind its own time: late for the watermark, inside every window.
+        # Hours behind its own time: late for its card, inside every window.
         stamp = obj["event_time"].replace("Z", "+00:00")
         when = datetime.fromisoformat(stamp) - timedelta(hours=rng.randint(1, 48))
         obj["event_time"] = when.isoformat().replace("+00:00", "Z")

@@ -30,7 +30,7 @@ currency travel with the transaction.
 
 Time bounds: an event time before ``min_event_time_ms`` or more than
 ``max_future_ms`` ahead of the wall clock is rejected. Lateness relative to
-the stream (the watermark) is not decided here: late events are scored and
+the stream is not decided here: late events are scored and
 marked late by the job.
 """
 

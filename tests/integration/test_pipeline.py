@@ -81,6 +81,21 @@ def test_every_transaction_is_scored_or_dead_lettered_and_alerts_match(
     with conn.cursor() as cur:
         cur.execute("SELECT count(DISTINCT model_version) FROM scored_transactions")
         assert cur.fetchone()[0] == 1
+        # every fraud label sent as feedback is recorded, with its delay
+        cur.execute(
+            """SELECT transaction_id, terminal_id,
+                      extract(epoch FROM known_at - event_time)::bigint
+               FROM fraud_labels"""
+        )
+        labels = cur.fetchall()
+    frauds = frame[frame["label"] == 1]
+    assert len(frauds) > 0
+    assert sorted(labels) == sorted(
+        (str(int(r.transaction_id)), str(int(r.terminal_id)), 7 * 86_400)
+        for r in frauds.itertuples()
+    )
+
+    with conn.cursor() as cur:
         cur.execute("SELECT reasons FROM alerts")
         reasons = [r[0] for r in cur.fetchall()]
     assert all(isinstance(r, list) for r in reasons)
