@@ -34,6 +34,35 @@ def _secrets(settings: Settings) -> dict[str, str]:
     }
 
 
+def _publish_models(settings: Settings, model_path: Path) -> None:
+    """Make ``model_versions`` follow the registry; a warning when it cannot.
+
+    The running job reads the files only, so a database that is down or a
+    password that is not set does not undo the change: the next ``promote
+    --sync`` (or any promotion) writes the table again.
+    """
+    import psycopg2
+
+    from txwatch import catalog, db
+    from txwatch.config import ConfigError
+
+    pg = settings.postgres
+    try:
+        conn = db.connect(pg, pg.writer_user, Settings.secret(pg.writer_password_env))
+    except (ConfigError, psycopg2.Error) as exc:
+        print(f"  model_versions not updated: {exc}".rstrip(), file=sys.stderr)
+        return
+    try:
+        rows = catalog.publish(conn, model_path)
+    except psycopg2.Error as exc:
+        print(f"  model_versions not updated: {exc}".rstrip(), file=sys.stderr)
+        return
+    finally:
+        conn.close()
+    roles = ", ".join(f"{r.alias} {r.version}" for r in rows if r.alias)
+    print(f"  model_versions: {len(rows)} versions ({roles or 'no alias'})")
+
+
 def cmd_db(args, settings: Settings) -> int:
     from txwatch import db
 
@@ -110,6 +139,8 @@ def cmd_train(args, settings: Settings) -> int:
         else:
             registry.promote(args.register, version, args.promote)
         print(f"  {args.promote} is now {version}")
+    if args.register:
+        _publish_models(settings, Path(args.register))
     return 0
 
 
@@ -136,6 +167,7 @@ def cmd_promote(args, settings: Settings) -> int:
         after = registry.current(root, args.alias)
         print(f"{args.alias}: {before or 'none'} -> {after or 'none'} (in {root})")
         print("  MLflow not changed: a later `txwatch promote --sync` overrides this")
+        _publish_models(settings, root)
         return 0
 
     from training.aliases import AliasError, ModelAliases
@@ -162,6 +194,7 @@ def cmd_promote(args, settings: Settings) -> int:
         return 2
     for alias, version in pointers.items():
         print(f"  {alias:<11}{version or 'none'}")
+    _publish_models(settings, root)
     return 0
 
 
@@ -232,6 +265,7 @@ def cmd_retrain(args, settings: Settings) -> int:
         else:
             registry.promote(root, version, "challenger")
     print(f"   registry {root}: champion {champion or 'none'}, challenger {version}")
+    _publish_models(settings, root)
 
     print()
     print(report.render())

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from txwatch import db, topics
+from txwatch import catalog, db, topics
 from txwatch.config import PROJECT_ROOT, Settings
 from txwatch.corpus import bad_messages
 from txwatch.replay import make_producer, replay
@@ -108,6 +108,13 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
         )
     else:
         print(f"   using the model in {model_dir.relative_to(PROJECT_ROOT)}")
+    writer = db.connect(
+        settings.postgres, settings.postgres.writer_user, secrets["writer"]
+    )
+    try:
+        catalog.publish(writer, model_dir)
+    finally:
+        writer.close()
 
     say("loading the replay window")
     frame = load_handbook(plan.data_files, plan.warmup_from, plan.replay_to)
@@ -121,7 +128,7 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
     )
     frame = pd.concat([frame, shifted], ignore_index=True)
     extra = [message for message, _ in bad_messages()]
-    duplicates = frame.tail(plan.duplicates)  # within the one-day duplicate horizon
+    duplicates = frame.tail(plan.duplicates)  # repeats inside the duplicate horizon
 
     say(f"job: starting (parallelism {plan.parallelism})")
     stamp = time.strftime("%Y%m%d%H%M%S")
