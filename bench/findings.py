@@ -110,7 +110,6 @@ class _Facts:
         if self.steady is None:
             return []
         source = self.thread("java/Source: transac")
-        keyby = self.thread("java/_stream_key_by")
         card = self.thread("java/card-history")
         terminal = self.thread("java/terminal-histor")
         worker = self.thread("python/")
@@ -118,8 +117,7 @@ class _Facts:
         gc = self.thread("java/GC Thread")
         lines = [
             f"- **By thread, steady state, us per row:** source + validation chain "
-            f"{source:,.0f}; the key-by map after the union (a Python operator that "
-            f"only computes the terminal id) {keyby:,.0f}; card history {card:,.0f}; "
+            f"{source:,.0f}; card history {card:,.0f}; "
             f"terminal history + the scoring call + the sinks {terminal:,.0f}; the "
             f"pandas function's worker process {worker:,.0f}; JIT compilers "
             f"{jit:,.0f}" + (f"; garbage collection {gc:,.0f}" if gc >= 1 else "") + "."
@@ -147,11 +145,10 @@ class _Facts:
                 "  The same code costs several times more inside the job than alone ("
                 + "; ".join(gaps)
                 + " us): every row crosses between the JVM and Python, field by "
-                "field, at each of the six thread-mode Python operators (validate, "
-                "the event-time assigner, two key-by maps, card history, terminal "
-                "history), and the pandas function's rows travel to a second "
-                "process as Arrow batches over gRPC. A Python operator that does "
-                f"nothing but return a key costs {keyby:,.0f} us per row."
+                "field, at each of the three thread-mode Python operators "
+                "(validate, card history, terminal history), and the pandas "
+                "function's rows travel to a second process as Arrow batches over "
+                "gRPC."
             )
         return lines
 
@@ -301,7 +298,6 @@ class _Facts:
     # -- recommendations -------------------------------------------------------------
 
     def recommendations(self) -> list[str]:
-        keyby = self.thread("java/_stream_key_by")
         worker = self.thread("python/")
         terminal = self.thread("java/terminal-histor")
         score = self.micros.get("ScoreBatch.eval, skl2onnx graph")
@@ -311,19 +307,7 @@ class _Facts:
         python = self.python()
         features = self.micros.get("features (pickled state)")
         lines = [
-            "1. **Key without a Python operator.** `DataStream.key_by(lambda ...)` "
-            "inserts a Python `AddKey` function that wraps each row as "
-            "`Row(key, row)` before Flink's `KeyByKeySelector` keys on field 0. Let "
-            "`Validate` emit `Row(card_id, VALID row)`, and `CardHistory` and "
-            "`ParseFeedback` emit `Row(terminal_id, CARD_OUT row)` (output type "
-            "`Types.ROW([Types.STRING(), ...])`), then key with "
-            "`KeyByKeySelector` on the Java stream, as `key_by` does after its map "
-            "(this goes through PyFlink's `KeyedStream` constructor, so it stays "
-            "tied to the pinned PyFlink version). That removes two Python operators "
-            "per transaction and the whole key-by task after the union"
-            + (f" ({keyby:,.0f} us per row measured)" if keyby else "")
-            + ".",
-            "2. **Score in the terminal operator, in thread mode, with the compact "
+            "1. **Score in the terminal operator, in thread mode, with the compact "
             "graph, and drop the pandas function.** It is the only step in process "
             "mode: a second Python process, Arrow batches over gRPC, and a "
             "`PythonCalc` plus Table conversions in the terminal chain"
@@ -347,7 +331,7 @@ class _Facts:
             "from `TerminalHistory` (explain only alerting rows there, as now), and "
             "make the JDBC and Kafka tables from that stream with no Python function "
             "between.",
-            "3. **Write the compact graph from `training/train.py`** "
+            "2. **Write the compact graph from `training/train.py`** "
             "(`training.compact_onnx.write_compact_model`, metadata `graph: "
             "compact`; `udfs.scoring.Scorer` already reads it): the same scores within "
             "1e-5 and the same alerts on every real row checked"
@@ -356,8 +340,8 @@ class _Facts:
                 if compact and skl
                 else ""
             )
-            + ". It is a prerequisite of 2, where rows are scored one by one.",
-            "4. **Fewer Python objects per row in the keyed operators.** "
+            + ". It is a prerequisite of 1, where rows are scored one by one.",
+            "3. **Fewer Python objects per row in the keyed operators.** "
             + (
                 f"The operator functions cost {python:,.0f} us per row alone, the "
                 f"features in them {features:,.0f}: "
@@ -369,7 +353,7 @@ class _Facts:
             "`json.loads` them again and builds another dict. Skip rule evaluation "
             "when no rule of that key kind is active, and pass hits as a tuple until "
             "the table.",
-            "5. **Alert latency is set by the checkpoint interval.** Alerts are "
+            "4. **Alert latency is set by the checkpoint interval.** Alerts are "
             "written in Kafka transactions committed at checkpoints, so an alert is "
             "visible one interval (plus the checkpoint's duration) after it is "
             "written. To "
