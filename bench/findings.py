@@ -24,6 +24,7 @@ def findings(sections: dict) -> list[str]:
     out += facts.scaling()
     out += facts.peers()
     out += facts.bundles()
+    out += facts.graphs()
     out += facts.state()
     out += facts.scoring()
     out += facts.latency()
@@ -85,7 +86,7 @@ class _Facts:
 
     def python_share(self) -> list[str]:
         cpu, python = self.cpu_per_row(), self.python()
-        score = self.micros.get("ScoreBatch.eval, skl2onnx graph")
+        score = self.micros.get("ScoreBatch.eval, compact graph")
         if cpu is None or python is None or score is None:
             return []
         ours = python + score
@@ -132,7 +133,7 @@ class _Facts:
             (
                 "pandas worker",
                 worker,
-                self.micros.get("ScoreBatch.eval, skl2onnx graph"),
+                self.micros.get("ScoreBatch.eval, compact graph"),
             ),
         ]
         gaps = [
@@ -227,6 +228,19 @@ class _Facts:
             "crosses to the JVM."
         ]
 
+    def graphs(self) -> list[str]:
+        skl2onnx = self.runs.get("p1-skl2onnx")
+        if not (self.p1 and skl2onnx):
+            return []
+        ratio = self.p1["rows_per_second"] / skl2onnx["rows_per_second"]
+        return [
+            "- **The ONNX graph in the job:** the compact graph (what training "
+            f"writes) {self.p1['rows_per_second']:,.0f} tx/s "
+            f"({self._cpu_note(self.p1)}); skl2onnx's graph of the same forest "
+            f"{skl2onnx['rows_per_second']:,.0f} tx/s ({self._cpu_note(skl2onnx)}): "
+            f"{ratio:.2f}x, at parallelism 1."
+        ]
+
     def bundles(self) -> list[str]:
         variants = [r for name, r in self.runs.items() if name.startswith("p1-bundle")]
         if not (self.p1 and variants):
@@ -300,10 +314,8 @@ class _Facts:
     def recommendations(self) -> list[str]:
         worker = self.thread("python/")
         terminal = self.thread("java/terminal-histor")
-        score = self.micros.get("ScoreBatch.eval, skl2onnx graph")
+        score = self.micros.get("ScoreBatch.eval, compact graph")
         one_row = self.kernel("compact graph (Scorer)", "1")
-        compact = self.micros.get("  of which scoring, compact")
-        skl = self.micros.get("  of which scoring, skl2onnx")
         python = self.python()
         features = self.micros.get("features (pickled state)")
         lines = [
@@ -330,18 +342,12 @@ class _Facts:
             + ". Emit `FEATURED` + score, risk, alert flag, model version and reasons "
             "from `TerminalHistory` (explain only alerting rows there, as now), and "
             "make the JDBC and Kafka tables from that stream with no Python function "
-            "between.",
-            "2. **Write the compact graph from `training/train.py`** "
-            "(`training.compact_onnx.write_compact_model`, metadata `graph: "
-            "compact`; `udfs.scoring.Scorer` already reads it): the same scores within "
-            "1e-5 and the same alerts on every real row checked"
-            + (
-                f", {compact:,.1f} us per row instead of {skl:,.1f}"
-                if compact and skl
-                else ""
-            )
-            + ". It is a prerequisite of 1, where rows are scored one by one.",
-            "3. **Fewer Python objects per row in the keyed operators.** "
+            "between. The price: rows are then scored one at a time, not in "
+            "vectorized batches. A keyed Python function cannot hold a batch of rows "
+            "across calls safely, because PyFlink gives it no hook before a "
+            "checkpoint barrier to flush what it holds, so rows held at a failure "
+            "would be lost.",
+            "2. **Fewer Python objects per row in the keyed operators.** "
             + (
                 f"The operator functions cost {python:,.0f} us per row alone, the "
                 f"features in them {features:,.0f}: "
@@ -353,7 +359,7 @@ class _Facts:
             "`json.loads` them again and builds another dict. Skip rule evaluation "
             "when no rule of that key kind is active, and pass hits as a tuple until "
             "the table.",
-            "4. **Alert latency is set by the checkpoint interval.** Alerts are "
+            "3. **Alert latency is set by the checkpoint interval.** Alerts are "
             "written in Kafka transactions committed at checkpoints, so an alert is "
             "visible one interval (plus the checkpoint's duration) after it is "
             "written. To "

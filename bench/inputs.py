@@ -27,8 +27,12 @@ from udfs.scoring import METADATA_FILE, ModelMetadata
 
 logger = logging.getLogger(__name__)
 
+# skl2onnx's graph is trained, the compact one derived from the same forest.
 TRAINING = TrainingConfig(
-    history_from="2018-04-01", train_from="2018-04-08", train_to="2018-04-22"
+    history_from="2018-04-01",
+    train_from="2018-04-08",
+    train_to="2018-04-22",
+    graph="skl2onnx",
 )
 STREAM = ("2018-07-01", "2018-08-01")
 

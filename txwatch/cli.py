@@ -107,6 +107,7 @@ def cmd_train(args, settings: Settings) -> int:
         n_estimators=args.trees,
         seed=args.seed,
         label_delay_days=settings.job.label_delay_days,
+        graph=args.graph,
     )
     model_dir = (
         Path(args.model_dir)
@@ -379,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alert-rate", type=float, default=0.005)
     p.add_argument("--trees", type=int, default=100)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--graph",
+        choices=("compact", "skl2onnx"),
+        default="compact",
+        help="ONNX form of the forest: one tree-ensemble operator, or skl2onnx's",
+    )
     p.add_argument(
         "--register", metavar="REGISTRY", help="copy the model into a registry"
     )

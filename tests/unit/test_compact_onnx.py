@@ -202,3 +202,33 @@ def _ensemble_attributes(graph_or_bytes) -> dict:
     )
     (node,) = graph.node
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+@pytest.mark.parametrize("graph", ["compact", "skl2onnx"])
+def test_training_writes_the_graph_it_is_asked_for_and_checks_it(graph, tmp_path):
+    from training.train import fit
+
+    x = synthetic(seed=4, width=3)
+    features = ("amount", "c_amount_ratio_30d", "t_risk_7d")
+    config = TrainingConfig(features=features, n_estimators=20, graph=graph)
+
+    result = fit(x, np.zeros(len(x)), tmp_path / "model", config)
+
+    scorer = Scorer(tmp_path / "model")
+    assert scorer.metadata.graph == graph == result.metadata.graph
+    operators = {
+        n.op_type for n in onnx.load(tmp_path / "model" / "model.onnx").graph.node
+    }
+    assert (operators == {"TreeEnsembleRegressor"}) == (graph == "compact")
+    assert result.metrics["onnx_max_abs_diff"] < TOLERANCE
+    forest = IsolationForest(
+        n_estimators=20, max_samples=config.max_samples, random_state=config.seed
+    ).fit(x)
+    np.testing.assert_allclose(
+        scorer.score(x), expected_scores(forest, x), atol=TOLERANCE, rtol=0
+    )
+
+
+def test_training_refuses_an_unknown_graph():
+    with pytest.raises(ValueError, match="graph must be one of"):
+        TrainingConfig(graph="pmml")
