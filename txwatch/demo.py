@@ -270,15 +270,18 @@ def measure_drift(
 
 
 def _model_is_current(model_dir: Path) -> bool:
-    """A model exists there and uses today's feature set."""
-    from training.train import MODEL_FEATURES
+    """A model exists there and has today's feature set and graph."""
+    from training.train import MODEL_FEATURES, TrainingConfig
     from udfs.scoring import ModelError, ModelMetadata
 
     try:
         metadata = ModelMetadata.read(model_dir / "model.json")
     except ModelError:
         return False
-    return metadata.feature_names == tuple(MODEL_FEATURES)
+    return (
+        metadata.feature_names == tuple(MODEL_FEATURES)
+        and metadata.graph == TrainingConfig.graph
+    )
 
 
 def _ms(iso_date: str) -> int:
