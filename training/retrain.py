@@ -55,7 +55,7 @@ from udfs.scoring import Scorer
 
 from .dataset import compute_features, load_handbook
 from .metrics import detection_summary
-from .train import MODEL_FEATURES, TrainingConfig, TrainingResult, fit
+from .train import TrainingConfig, TrainingResult, fit
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,12 @@ class RetrainConfig:
     eval_days: int = 7
     warmup_days: int = 30
     label_delay_days: int = 7
-    n_estimators: int = 100
-    max_samples: int = 256
-    target_alert_rate: float = 0.005
-    seed: int = 7
-    features: tuple[str, ...] = MODEL_FEATURES
+    # The forest's settings default to training's own.
+    n_estimators: int = TrainingConfig.n_estimators
+    max_samples: int = TrainingConfig.max_samples
+    target_alert_rate: float = TrainingConfig.target_alert_rate
+    seed: int = TrainingConfig.seed
+    features: tuple[str, ...] = TrainingConfig.features
 
     def __post_init__(self):
         try:
