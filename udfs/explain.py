@@ -62,6 +62,7 @@ _TEMPLATES = {
     "t_risk_7d": "{p:.0f}% of this terminal's known transactions (7 days) were fraud",
     "t_risk_30d": "{p:.0f}% of this terminal's known transactions (30 days) were fraud",
     "t_days_since_fraud": "{v:.0f} days since this terminal's last known fraud",
+    "t_fraud_run": "this terminal's last {v:.0f} known transactions were all fraud",
     "c_new_terminal": "first use of this terminal by this card in 30 days",
 }
 

@@ -42,6 +42,12 @@ Terminal risk and label delay
     than a share diluted over a window: ``t_days_since_fraud`` counts the
     days since the latest day with a known fraud, and is the terminal's
     whole horizon (longest window plus label delay) when there is none.
+    A compromised terminal serves nothing but fraud, while a stolen card
+    used once at an honest terminal leaves one fraud among genuine
+    transactions: ``t_fraud_run`` counts the transactions of the terminal's
+    latest unbroken run of days on which every transaction was a known
+    fraud, among the days whose labels are all known (up to the label delay
+    plus one day); days without transactions do not break the run.
 
 Late and out-of-order events are accepted: they update the buckets of their
 own day and the exact windows by their own time. Buckets older than the
@@ -112,6 +118,7 @@ TERMINAL_FEATURES = (
     "t_risk_7d",
     "t_risk_30d",
     "t_days_since_fraud",
+    "t_fraud_run",
 )
 FEATURE_NAMES = CARD_FEATURES + TERMINAL_FEATURES
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -305,6 +312,7 @@ class TerminalFeatures:
                 frauds / shifted_count if shifted_count else 0.0
             )
         features["t_days_since_fraud"] = self._days_since_fraud(days, today)
+        features["t_fraud_run"] = self._fraud_run(days, today)
         return features, (days, pending)
 
     def _days_since_fraud(self, days: list, today: int) -> float:
@@ -312,6 +320,19 @@ class TerminalFeatures:
         if not fraud_days:
             return float(self.keep_days)
         return float(min(max(today - max(fraud_days), 0), self.keep_days))
+
+    def _fraud_run(self, days: list, today: int) -> float:
+        # The day one delay back is labelled only up to the current time of
+        # day, so its later transactions would look genuine: leave it out.
+        last_labelled = today - self.label_delay_days - 1
+        run = 0
+        for day, count, frauds in reversed(days):
+            if day > last_labelled:
+                continue
+            if frauds < count:
+                break
+            run += count
+        return float(run)
 
     def add_feedback(self, state: tuple | None, event_time_ms: int, known_at_ms: int):
         """Record that a past transaction of this terminal was fraudulent.

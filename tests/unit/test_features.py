@@ -184,6 +184,24 @@ def test_days_since_fraud_counts_from_the_last_known_fraud():
     assert features["t_days_since_fraud"] == 37.0  # both out of the horizon
 
 
+def test_fraud_run_counts_the_latest_days_of_nothing_but_known_fraud():
+    terminals = TerminalFeatures(label_delay_days=7)
+    state = None
+    for day, frauds in [(0, 0), (1, 1), (2, 2), (4, 1)]:
+        for i in range(2 if day != 4 else 1):
+            when = T0 + day * MS_PER_DAY + i * MS_PER_HOUR
+            _, state = terminals.update(state, when)
+            if i < frauds:
+                state = terminals.add_feedback(state, when, when + 7 * MS_PER_DAY)
+    features, state = terminals.update(state, T0 + 11 * MS_PER_DAY)
+    assert features["t_fraud_run"] == 2.0  # day 2; day 4 is not all labelled yet
+    features, state = terminals.update(state, T0 + 12 * MS_PER_DAY)
+    assert features["t_fraud_run"] == 3.0  # days 4 and 2 (3 is empty); 1 is mixed
+    _, state = terminals.update(state, T0 + 5 * MS_PER_DAY)  # a genuine one, late
+    features, _ = terminals.update(state, T0 + 13 * MS_PER_DAY)
+    assert features["t_fraud_run"] == 0.0
+
+
 def test_a_terminal_is_new_to_a_card_until_used_and_again_after_30_days():
     state = None
     flags = []
