@@ -26,6 +26,13 @@ Detectors, each scored on the same test rows
         time. Score: the severity rank (low 1 .. critical 4) of the most
         severe active rule that fired, 0 when none did; alert: any active
         rule fired (score >= 1), as in the streaming job.
+    ``streaming_job``
+        What the streaming job decides today: an alert when the Isolation
+        Forest's score reaches its threshold or an active rule fires. Score,
+        for the ranking metrics: the rules' severity rank plus the forest's
+        score (in (0, 1]), so a transaction a rule flagged ranks above every
+        other, and the forest orders the rest; at the forest's threshold
+        this score alerts exactly when the job does.
     ``supervised``
         ``training.supervised``'s random forest on all features of
         ``udfs.features``, fitted on the training window's labels, which are
@@ -40,7 +47,8 @@ Detectors, each scored on the same test rows
         labels how far to trust each rule and the anomaly score, instead of a
         fixed OR or rank average: a rule that is always right (large amounts
         in the handbook data) becomes a near-certain alert, a noisy one adds
-        only what the features do not already say.
+        only what the features do not already say. The job does not run
+        this model yet: ``streaming_job`` is what it runs.
     ``baseline_logistic_regression``
         ``training.baseline``: the handbook's features and model, the check
         that this protocol is the handbook's.
@@ -355,6 +363,9 @@ def evaluate(
             if rule_id in rules.rule_ids
         },
     }
+
+    # forest_threshold <= 1 <= any fired rule's severity: alerts are the OR.
+    result["streaming_job"] = summary(rules.severity + forest_scores, forest_threshold)
 
     logger.info("fitting the supervised forest")
     supervised = fit_supervised(matrix[train], y_train, seed=seed)

@@ -1,0 +1,59 @@
+"""``txwatch evaluate`` on a small split of April: every detector, consistent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.evaluate import main
+
+pytestmark = pytest.mark.slow
+
+DETECTORS = (
+    "isolation_forest",
+    "rules",
+    "streaming_job",
+    "supervised",
+    "full_system",
+    "baseline_logistic_regression",
+)
+
+
+@pytest.fixture(scope="module")
+def result(handbook_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate") / "result.json"
+    argv = ["--data", str(handbook_files[0]), "--json-out", str(out)]
+    argv += ["--train-from", "2018-04-15", "--train-to", "2018-04-21"]
+    argv += [
+        "--delay-days",
+        "3",
+        "--test-from",
+        "2018-04-25",
+        "--test-to",
+        "2018-04-28",
+    ]
+    assert main(argv) == 0
+    return json.loads(out.read_text())
+
+
+def test_every_detector_is_graded_on_the_same_test_rows(result):
+    protocol = result["protocol"]
+    assert protocol["train"] == ["2018-04-15", "2018-04-21"]
+    assert protocol["test_rows"] > 30_000 and protocol["test_frauds"] > 0
+    for name in DETECTORS:
+        figures = result[name]
+        for metric in ("auc_roc", "average_precision", "card_precision_at_100"):
+            assert 0.0 <= figures[metric] <= 1.0, (name, metric)
+        assert 0.0 < figures["alert_rate"] < 0.05, name
+
+
+def test_the_streaming_job_alerts_on_the_forest_or_the_rules(result):
+    forest, rules, job = (
+        result[name] for name in ("isolation_forest", "rules", "streaming_job")
+    )
+    assert job["threshold"] == forest["threshold"]
+    # Alerts of an OR: at least each part's, at most both together.
+    assert max(forest["alert_rate"], rules["alert_rate"]) <= job["alert_rate"]
+    assert job["alert_rate"] <= forest["alert_rate"] + rules["alert_rate"] + 1e-12
+    assert job["recall"] >= max(forest["recall"], rules["recall"])
