@@ -141,6 +141,7 @@ def run(
     from bench import report
 
     started = time.monotonic()
+    out_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {"meta": _meta(plan, quick, data_dir), "sections": {}}
 
     def save() -> None:
