@@ -319,34 +319,26 @@ class _Facts:
         python = self.python()
         features = self.micros.get("features (pickled state)")
         lines = [
-            "1. **Score in the terminal operator, in thread mode, with the compact "
-            "graph, and drop the pandas function.** It is the only step in process "
-            "mode: a second Python process, Arrow batches over gRPC, and a "
-            "`PythonCalc` plus Table conversions in the terminal chain"
+            "1. **Scoring inside the terminal operator** would remove the "
+            "pandas function's worker process, its Arrow batches over gRPC and the "
+            "`PythonCalc` with its Table conversions"
             + (
-                f" ({worker:,.0f} us per row in the worker process alone, "
-                f"{terminal:,.0f} in the terminal chain's thread)"
+                f" ({worker:,.0f} us per row in the worker process; the terminal "
+                f"chain's thread, {terminal:,.0f} us per row, also runs the "
+                "`PythonCalc` and the sinks)"
                 if worker
                 else ""
             )
-            + ". Scoring one row in place through `Scorer` costs "
-            + (f"{1e6 / one_row:,.0f} us" if one_row else "a few us")
-            + " (kernel, compact graph, batch 1), less with the session and input "
-            "buffer held by the operator; in exchange the worker process, the "
-            "Arrow batches and the `PythonCalc` go"
+            + ". The price: rows would be scored one at a time"
             + (
-                f" (`ScoreBatch.eval` alone is {score:,.0f} us per row)"
-                if score
+                f" ({1e6 / one_row:,.0f} us per row for the compact graph at batch "
+                f"1, against {score:,.1f} us for `ScoreBatch.eval` on batches)"
+                if one_row and score
                 else ""
             )
-            + ". Emit `FEATURED` + score, risk, alert flag, model version and reasons "
-            "from `TerminalHistory` (explain only alerting rows there, as now), and "
-            "make the JDBC and Kafka tables from that stream with no Python function "
-            "between. The price: rows are then scored one at a time, not in "
-            "vectorized batches. A keyed Python function cannot hold a batch of rows "
-            "across calls safely, because PyFlink gives it no hook before a "
-            "checkpoint barrier to flush what it holds, so rows held at a failure "
-            "would be lost.",
+            + ". A keyed Python function cannot hold a batch of rows across calls "
+            "safely: PyFlink gives it no hook before a checkpoint barrier to flush "
+            "what it holds, so rows held at a failure would be lost.",
             "2. **Fewer Python objects per row in the keyed operators.** "
             + (
                 f"The operator functions cost {python:,.0f} us per row alone, the "
