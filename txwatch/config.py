@@ -6,6 +6,7 @@ entry points; library code receives values, never variable names.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -14,6 +15,14 @@ from pathlib import Path
 import yaml
 
 from udfs.contract import ContractLimits
+
+logger = logging.getLogger(__name__)
+
+# Settings that earlier releases read and this one does not: accepted with a
+# warning, so that a configuration written for them still loads.
+RETIRED = {
+    ("job", "idle_source_timeout_ms"): "the job keeps no watermarks any more",
+}
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "txwatch.yaml"
@@ -157,6 +166,15 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> Setti
 
 
 def _build(cls, values: dict, section: str):
+    values = dict(values)
+    for name in [n for n in values if (section, n) in RETIRED]:
+        del values[name]
+        logger.warning(
+            "%s.%s is ignored: %s; remove it from the configuration",
+            section,
+            name,
+            RETIRED[(section, name)],
+        )
     known = {f.name: f for f in fields(cls)}
     unknown = set(values) - set(known)
     if unknown:
