@@ -18,7 +18,11 @@ _PASSWORD_VARIABLES = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_database_passwords(monkeypatch):
-    for variable in _PASSWORD_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
+# Module scope, so that the module-scoped fixtures of a test module (which
+# run before any function-scoped one) are covered too.
+@pytest.fixture(scope="module", autouse=True)
+def _no_database_passwords():
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in _PASSWORD_VARIABLES:
+            patch.delenv(variable, raising=False)
+        yield
