@@ -110,6 +110,10 @@ def build(
     topics = settings.kafka.topics
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("table.local-time-zone", "UTC")
+    # Operator ids of the SQL part from its plan (``<node>_<kind>``), not from
+    # the shape of the whole graph: a change upstream of the tables then
+    # leaves the sinks' state restorable from a savepoint.
+    t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
     t_env.get_config().set(
         "python.fn-execution.arrow.batch.size", str(job.score_batch_size)
     )
@@ -172,12 +176,13 @@ def build(
         .name("terminal-history")
         .uid("terminal-history")
     )
-    carded.get_side_output(RULE_STATUS).sink_to(
+    _side_output(carded, RULE_STATUS, "card-history").sink_to(
         _string_sink(settings, topics.rules_status, None)
     ).name("rule-status").uid("sink-rule-status")
 
-    dead = valid.get_side_output(DEAD_LETTERS).union(
-        carded.get_side_output(DEAD_LETTERS), feedback.get_side_output(DEAD_LETTERS)
+    dead = _side_output(valid, DEAD_LETTERS, "validate").union(
+        _side_output(carded, DEAD_LETTERS, "card-history"),
+        _side_output(feedback, DEAD_LETTERS, "parse-feedback"),
     )
     dead.sink_to(
         _string_sink(
@@ -191,7 +196,8 @@ def build(
     t_env.create_temporary_view("scored", scored)
 
     t_env.create_temporary_view(
-        "rule_hit_rows", t_env.from_data_stream(featured.get_side_output(RULE_HITS))
+        "rule_hit_rows",
+        t_env.from_data_stream(_side_output(featured, RULE_HITS, "terminal-history")),
     )
     t_env.create_temporary_view(
         "feedback_rows",
@@ -226,6 +232,11 @@ def build(
     statements.add_insert_sql(_insert_alerts("alerts_kafka"))
     statements.attach_as_datastream()
     return env
+
+
+def _side_output(stream: DataStream, tag, operator_uid: str) -> DataStream:
+    """A side output, through the operator PyFlink adds for it, with a uid."""
+    return stream.get_side_output(tag).uid(f"{operator_uid}-{tag.tag_id}")
 
 
 def _by_route_key(routed: DataStream, record_type) -> KeyedStream:

@@ -3,7 +3,8 @@
 # TaskManager with two slots, REST on 127.0.0.1:18081.
 #   scripts/cluster.sh start|stop|status
 #   scripts/cluster.sh taskmanager          start one more TaskManager
-#   scripts/cluster.sh submit [--from-savepoint PATH] [job options]
+#   scripts/cluster.sh submit [--from-savepoint PATH [--allow-non-restored-state]]
+#                             [job options]
 # A second, independent cluster (the fault-injection tests use one) is set by
 # TXWATCH_FLINK_DIR (configuration, logs, pid files), TXWATCH_FLINK_REST_PORT,
 # TXWATCH_FLINK_RPC_PORT and TXWATCH_FLINK_EXTRA_CONF (a YAML file laid over
@@ -85,6 +86,8 @@ case "${1:-status}" in
         up || { echo "flink: no cluster; run scripts/cluster.sh start" >&2; exit 1; }
         restore=()
         if [ "${1:-}" = --from-savepoint ]; then restore=(-s "$2"); shift 2; fi
+        # State of operators the new graph no longer has is dropped, not refused.
+        if [ "${1:-}" = --allow-non-restored-state ]; then restore+=(-n); shift; fi
         "$FLINK_HOME/bin/flink" run -m "127.0.0.1:$REST_PORT" -d "${restore[@]}" \
             -pyexec "$PY" -pyclientexec "$PY" \
             --python "$ROOT/jobs/pipeline.py" "$@" ;;

@@ -84,3 +84,24 @@ def test_a_job_rescaled_from_a_savepoint_keeps_card_history_and_duplicate_ids(
     job = np.array([[online[int(i)][n] for n in CARD_FEATURES] for i in ids])
     expected = offline[len(first) :][:, card]
     assert np.allclose(job, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_every_operator_of_the_job_has_a_uid(trained_model):
+    """Savepoints map state by operator id; a generated id moves with the graph."""
+    from jobs import pipeline
+    from txwatch.config import load
+
+    settings = load()
+    options = pipeline.JobOptions(model_dir=trained_model)
+    env = pipeline.configure(settings, options)
+    pipeline.build(env, settings, options, writer_password="not-used")
+
+    graph = env._j_stream_execution_environment.getStreamGraph(False)
+    nodes = [
+        (node.getOperatorName(), node.getTransformationUID())
+        for node in graph.getStreamNodes().toArray()
+    ]
+    assert len(nodes) > 20
+    assert [name for name, uid in nodes if not uid] == []
+    uids = [uid for _, uid in nodes]
+    assert len(set(uids)) == len(uids)
