@@ -361,47 +361,47 @@ def _apply_known_labels(days: list, pending: list, now_ms: int):
     return days, still_pending
 
 
-def _add_to_day(days: list, day: int, amount: float, keep_days: int) -> list:
-    """Add one amount to its card day bucket; drop buckets out of the horizon."""
-    newest = max(day, days[-1][0]) if days else day
+def _day_bucket(buckets: list, day: int, keep_days: int, fresh: list):
+    """The bucket of ``day`` in a list of day buckets sorted by day.
+
+    Buckets ``keep_days`` or more behind the newest day are dropped; a
+    missing bucket is added as ``fresh``. Returns ``(buckets, bucket)``, the
+    bucket None when ``day`` itself is out of the horizon.
+    """
+    newest = max(day, buckets[-1][0]) if buckets else day
     if day <= newest - keep_days:
-        return days  # older than every window: nothing to record
-    days = [b for b in days if b[0] > newest - keep_days]
-    for bucket in days:
+        return buckets, None  # older than every window: nothing to record
+    buckets = [b for b in buckets if b[0] > newest - keep_days]
+    for bucket in buckets:
         if bucket[0] == day:
-            bucket[1] += 1
-            bucket[2] += amount
-            bucket[3] += amount * amount
-            return days
-    bisect.insort(days, [day, 1, amount, amount * amount])
+            return buckets, bucket
+    bisect.insort(buckets, fresh)
+    return buckets, fresh
+
+
+def _add_to_day(days: list, day: int, amount: float, keep_days: int) -> list:
+    """Add one amount to its card day bucket: count, sum, sum of squares."""
+    days, bucket = _day_bucket(days, day, keep_days, [day, 0, 0.0, 0.0])
+    if bucket is not None:
+        bucket[1] += 1
+        bucket[2] += amount
+        bucket[3] += amount * amount
     return days
 
 
 def _count_in_day(days: list, day: int, keep_days: int) -> list:
-    """Count one event in its terminal day bucket; drop old buckets."""
-    newest = max(day, days[-1][0]) if days else day
-    if day <= newest - keep_days:
-        return days
-    days = [b for b in days if b[0] > newest - keep_days]
-    for bucket in days:
-        if bucket[0] == day:
-            bucket[1] += 1
-            return days
-    bisect.insort(days, [day, 1, 0])
+    """Count one event in its terminal day bucket: count, known frauds."""
+    days, bucket = _day_bucket(days, day, keep_days, [day, 0, 0])
+    if bucket is not None:
+        bucket[1] += 1
     return days
 
 
 def _add_peak(peaks: list, day: int, ratio: float) -> list:
     """Raise the day's peak ratio to ``ratio``; drop days out of the window."""
-    newest = max(day, peaks[-1][0]) if peaks else day
-    if day <= newest - PEAK_WINDOW_DAYS:
-        return peaks
-    peaks = [p for p in peaks if p[0] > newest - PEAK_WINDOW_DAYS]
-    for bucket in peaks:
-        if bucket[0] == day:
-            bucket[1] = max(bucket[1], ratio)
-            return peaks
-    bisect.insort(peaks, [day, ratio])
+    peaks, bucket = _day_bucket(peaks, day, PEAK_WINDOW_DAYS, [day, ratio])
+    if bucket is not None:
+        bucket[1] = max(bucket[1], ratio)
     return peaks
 
 
