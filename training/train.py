@@ -33,7 +33,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from udfs.explain import SKLEARN_FILE
 from udfs.features import FEATURE_NAMES
-from udfs.scoring import ModelMetadata, Scorer
+from udfs.scoring import GRAPHS, ModelMetadata, Scorer
 
 from .compact_onnx import export_compact
 from .dataset import compute_features, load_handbook
@@ -63,7 +63,6 @@ for a wider set with counts, card means and spread, and time since the
 previous transaction).
 """
 RISK_QUANTILES = 1001
-GRAPHS = ("compact", "skl2onnx")
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class TrainingConfig:
     target_alert_rate: float = 0.005
     seed: int = 7
     features: tuple[str, ...] = MODEL_FEATURES
-    graph: str = "compact"  # or "skl2onnx", the converter's own graph
+    graph: str = GRAPHS[0]  # the compact graph; "skl2onnx" for the converter's
 
     def __post_init__(self):
         if self.graph not in GRAPHS:

@@ -69,12 +69,14 @@ def publish(conn, model_path: str | Path) -> list[Entry]:
                 (row.version, row.alias, row.threshold, row.notes),
             )
     conn.commit()
-    logger.info(
-        "model_versions: %d versions, %s",
-        len(rows),
-        ", ".join(f"{r.alias} {r.version}" for r in rows if r.alias) or "no alias",
-    )
+    logger.info("model_versions: %s", describe(rows))
     return rows
+
+
+def describe(rows: list[Entry]) -> str:
+    """``2 versions (champion m1, challenger m2)``."""
+    roles = ", ".join(f"{r.alias} {r.version}" for r in rows if r.alias)
+    return f"{len(rows)} versions ({roles or 'no alias'})"
 
 
 def _entry(model_dir: Path, alias: str | None) -> Entry:

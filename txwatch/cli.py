@@ -49,18 +49,14 @@ def _publish_models(settings: Settings, model_path: Path) -> None:
     pg = settings.postgres
     try:
         conn = db.connect(pg, pg.writer_user, Settings.secret(pg.writer_password_env))
+        try:
+            rows = catalog.publish(conn, model_path)
+        finally:
+            conn.close()
     except (ConfigError, psycopg2.Error) as exc:
         print(f"  model_versions not updated: {exc}".rstrip(), file=sys.stderr)
         return
-    try:
-        rows = catalog.publish(conn, model_path)
-    except psycopg2.Error as exc:
-        print(f"  model_versions not updated: {exc}".rstrip(), file=sys.stderr)
-        return
-    finally:
-        conn.close()
-    roles = ", ".join(f"{r.alias} {r.version}" for r in rows if r.alias)
-    print(f"  model_versions: {len(rows)} versions ({roles or 'no alias'})")
+    print(f"  model_versions: {catalog.describe(rows)}")
 
 
 def cmd_db(args, settings: Settings) -> int:
@@ -350,6 +346,8 @@ def _passthrough(module: str, function: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from udfs.scoring import GRAPHS
+
     parser = argparse.ArgumentParser(
         prog="txwatch", description=__doc__.splitlines()[0]
     )
@@ -382,8 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
         "--graph",
-        choices=("compact", "skl2onnx"),
-        default="compact",
+        choices=GRAPHS,
+        default=GRAPHS[0],
         help="ONNX form of the forest: one tree-ensemble operator, or skl2onnx's",
     )
     p.add_argument(

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "model.json"
+# ONNX forms of a forest: one tree-ensemble operator (training.compact_onnx),
+# or skl2onnx's graph of the same forest.
+GRAPHS = ("compact", "skl2onnx")  # the first is what training writes
 
 
 class ModelError(RuntimeError):
@@ -122,8 +125,7 @@ class Scorer:
             self._output = "scores"
         else:
             raise ModelError(
-                f"model.json graph must be 'skl2onnx' or 'compact', got "
-                f"{self.metadata.graph!r}"
+                f"model.json graph must be one of {GRAPHS}, got {self.metadata.graph!r}"
             )
 
     @property
