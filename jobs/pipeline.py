@@ -11,7 +11,8 @@ Graph (every operator has a stable ``uid`` and a ``name``)::
                       rule status ◄─┘                │ + terminal rules
                                                      │ FEATURED, rule hits
                      table ◄─────────────────────────┘
-                       │ score (vectorized ONNX, Arrow batches) + reasons;
+                       │ score (vectorized ONNX, Arrow batches): anomaly score,
+                       │ fraud probability (supervised stage), reasons;
                        │ the challenger, if any, scores the same batch in shadow
                        ├─► JDBC scored_transactions, alerts, rule_hits, fraud_labels
                        └─► Kafka alerts (exactly once)
@@ -377,7 +378,8 @@ _ALERT_COLUMNS = """transaction_id STRING,
             risk DOUBLE,
             model_version STRING,
             reasons STRING,
-            rule_hits STRING"""
+            rule_hits STRING,
+            fraud_probability DOUBLE"""
 
 
 def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions):
@@ -401,6 +403,7 @@ def _create_sinks(t_env, settings: Settings, password: str, options: JobOptions)
             challenger_score DOUBLE,
             challenger_version STRING,
             challenger_alert BOOLEAN,
+            fraud_probability DOUBLE,
             PRIMARY KEY (transaction_id, event_time) NOT ENFORCED
         ) WITH ({_jdbc_options(settings, "scored_transactions", password)})
         """
@@ -472,7 +475,7 @@ def _insert_scored() -> str:
         SELECT transaction_id, {_event_time_expr()}, card_id, terminal_id, amount,
                original_amount, currency, is_late, score, risk, is_alert, model_version,
                JSON_OBJECT({pairs}), rule_hits, challenger_score, challenger_version,
-               challenger_alert
+               challenger_alert, fraud_probability
         FROM scored
     """
 
@@ -481,7 +484,7 @@ def _insert_alerts(sink: str) -> str:
     return f"""
         INSERT INTO {sink}
         SELECT transaction_id, {_event_time_expr()}, card_id, terminal_id, amount,
-               score, risk, model_version, reasons, rule_hits
+               score, risk, model_version, reasons, rule_hits, fraud_probability
         FROM scored WHERE is_alert
     """
 

@@ -3,19 +3,28 @@
 Flink hands the function one Arrow batch of ``FEATURED`` rows at a time
 (``python.fn-execution.arrow.batch.size`` rows at most). The function builds
 one float32 matrix of the model's features, scores it with a single
-onnxruntime call, and explains only the rows that alert.
+onnxruntime call (two when the model has a supervised stage: the forest's
+anomaly score is one of that stage's inputs), and explains only the rows
+that alert.
+
+Which score drives an alert
+    With a supervised stage, a row alerts when its fraud probability reaches
+    the stage's threshold or an active rule fired; without one, when the
+    anomaly score reaches the forest's threshold or an active rule fired
+    (``udfs.scoring.Scorer.decide``).
 
 Output columns: every ``FEATURED`` column, then ``score``, ``risk``,
 ``is_alert``, ``model_version`` and ``reasons`` (JSON list, empty unless the
 row alerts), then ``challenger_score``, ``challenger_version`` and
-``challenger_alert``.
+``challenger_alert``, then ``fraud_probability`` (null without a supervised
+stage).
 
 Shadow scoring
     When the registry has a challenger, the same batch is also scored by it:
-    its score, its version and the alert it would have raised in the
-    champion's place (its score reaches its own threshold, or an active rule
-    fired) are recorded beside the champion's, and nothing else. The
-    challenger never decides an alert, never explains one and never reaches
+    its anomaly score, its version and the alert it would have raised in the
+    champion's place (its own decision, or an active rule fired) are
+    recorded beside the champion's, and nothing else. The challenger never
+    decides an alert, never explains one and never reaches
     the alert sinks; without a challenger the three columns are null. A
     challenger that fails on a batch is refused for good with a logged
     reason, and the champion's scoring of that batch goes on.
@@ -53,6 +62,7 @@ SCORE_COLUMNS = (
     ("challenger_score", DataTypes.DOUBLE()),
     ("challenger_version", DataTypes.STRING()),
     ("challenger_alert", DataTypes.BOOLEAN()),
+    ("fraud_probability", DataTypes.DOUBLE()),
 )
 
 
@@ -90,24 +100,22 @@ class ScoreBatch(ScalarFunction):
         scorer, explainer = self.watcher.get()
         frame = pd.concat(columns, axis=1)
         frame.columns = list(records.FEATURED_NAMES)
-        matrix = frame[list(scorer.metadata.feature_names)].to_numpy(dtype=np.float32)
-        scores = scorer.score(matrix)
-        risk = scorer.risk(scores)
-        alerts = scores >= scorer.threshold
+        decision = scorer.decide(frame)
         rule_alerts = _active_rule_hits(frame["rule_hits"])
-        alerts = alerts | rule_alerts
+        alerts = decision.alerts | rule_alerts
 
         reasons = np.full(len(frame), "[]", dtype=object)
         if alerts.any():
             rows = np.flatnonzero(alerts)
-            explained = explainer.explain(matrix[rows])
+            explained = explainer.explain(decision.explained[rows])
             reasons[rows] = [json.dumps(r) for r in explained]
-        frame["score"] = scores
-        frame["risk"] = risk
+        frame["score"] = decision.scores
+        frame["risk"] = decision.risk
         frame["is_alert"] = alerts
         frame["model_version"] = scorer.version
         frame["reasons"] = reasons
         self._shadow_score(frame, rule_alerts)
+        frame["fraud_probability"] = decision.probability
         return frame
 
     def _shadow_score(self, frame: pd.DataFrame, rule_alerts: np.ndarray) -> None:
@@ -119,14 +127,13 @@ class ScoreBatch(ScalarFunction):
         if challenger is None:
             return
         try:
-            names = list(challenger.metadata.feature_names)
-            scores = challenger.score(frame[names].to_numpy(dtype=np.float32))
+            decision = challenger.decide(frame)
         except Exception as exc:  # the champion's results must still go out
             self.watcher.refuse_challenger(exc)
             return
-        frame["challenger_score"] = scores
+        frame["challenger_score"] = decision.scores
         frame["challenger_version"] = challenger.version
-        frame["challenger_alert"] = (scores >= challenger.threshold) | rule_alerts
+        frame["challenger_alert"] = decision.alerts | rule_alerts
 
 
 def _load_model(directory):

@@ -26,29 +26,24 @@ Detectors, each scored on the same test rows
         time. Score: the severity rank (low 1 .. critical 4) of the most
         severe active rule that fired, 0 when none did; alert: any active
         rule fired (score >= 1), as in the streaming job.
-    ``streaming_job``
-        What the streaming job decides today: an alert when the Isolation
-        Forest's score reaches its threshold or an active rule fires. Score,
-        for the ranking metrics: the rules' severity rank plus the forest's
-        score (in (0, 1]), so a transaction a rule flagged ranks above every
-        other, and the forest orders the rest; at the forest's threshold
-        this score alerts exactly when the job does.
     ``supervised``
-        ``training.supervised``'s random forest on all features of
-        ``udfs.features``, fitted on the training window's labels, which are
-        all known once the delay has passed and before the test window
-        starts. Threshold: the target alert rate of its out-of-bag training
-        scores.
+        The supervised stage a served model carries
+        (``training.supervised.fit_stage``, with ``training.train``'s
+        settings): a random forest on every feature of ``udfs.features``
+        plus the Isolation Forest's score, fitted on the training window's
+        labels, which are all known once the delay has passed and before the
+        test window starts. Score: its fraud probability; threshold: the
+        target alert rate of its out-of-bag training scores. Rules play no
+        part.
     ``full_system``
-        The same kind of forest, fitted on the same rows, whose inputs are
-        the features plus the Isolation Forest's score and one 0/1 flag per
-        active rule. Its fraud probability alone drives the alert, at the
-        threshold chosen like the supervised one. The forest learns from the
-        labels how far to trust each rule and the anomaly score, instead of a
-        fixed OR or rank average: a rule that is always right (large amounts
-        in the handbook data) becomes a near-certain alert, a noisy one adds
-        only what the features do not already say. The job does not run
-        this model yet: ``streaming_job`` is what it runs.
+        What the streaming job decides: an alert when the supervised stage's
+        probability reaches its threshold or an active rule fires. Score,
+        for the ranking metrics: the rules' severity rank plus the
+        probability (in [0, 1]), so a transaction a rule flagged ranks above
+        every other and the stage orders the rest; at the stage's threshold
+        this score alerts exactly when the job does. The forest learns from
+        the labels how far to trust the anomaly score, and the rules keep
+        what analysts know and can change within seconds.
     ``baseline_logistic_regression``
         ``training.baseline``: the handbook's features and model, the check
         that this protocol is the handbook's.
@@ -83,7 +78,7 @@ from .backtest import ANY_ACTIVE, backtest
 from .baseline import BASELINE_FEATURES, baseline_features, fit_baseline
 from .dataset import compute_features, load_handbook
 from .metrics import detection_summary
-from .supervised import fit_supervised, fraud_probability, out_of_bag_scores
+from .supervised import fit_stage, fraud_probability, stage_inputs
 from .train import MODEL_FEATURES, TrainingConfig, choose_threshold
 
 logger = logging.getLogger(__name__)
@@ -364,28 +359,31 @@ def evaluate(
         },
     }
 
-    # forest_threshold <= 1 <= any fired rule's severity: alerts are the OR.
-    result["streaming_job"] = summary(rules.severity + forest_scores, forest_threshold)
-
-    logger.info("fitting the supervised forest")
-    supervised = fit_supervised(matrix[train], y_train, seed=seed)
-    scores = np.zeros(len(frame))
-    scores[test] = fraud_probability(supervised, matrix[test])
-    threshold = choose_threshold(out_of_bag_scores(supervised), target_alert_rate)
-    result["supervised"] = summary(scores, threshold)
-
-    logger.info("fitting the full system")
-    stacked = np.column_stack([matrix, forest_scores, rules.flags])
-    full = fit_supervised(stacked[train], y_train, seed=seed)
-    scores = np.zeros(len(frame))
-    scores[test] = fraud_probability(full, stacked[test])
-    threshold = choose_threshold(out_of_bag_scores(full), target_alert_rate)
-    result["full_system"] = summary(scores, threshold)
-    result["full_system"]["inputs"] = [
+    logger.info("fitting the supervised stage")
+    config = TrainingConfig()
+    stage = fit_stage(
+        matrix[train],
+        forest_scores[train],
+        y_train,
+        FEATURE_NAMES,
+        train_to,
+        target_alert_rate,
+        seed=seed,
+        n_estimators=config.supervised_trees,
+        min_samples_leaf=config.supervised_min_leaf,
+    )
+    probability = np.zeros(len(frame))
+    probability[test] = fraud_probability(
+        stage.model, stage_inputs(matrix[test], forest_scores[test])
+    )
+    threshold = stage.metadata.threshold
+    result["supervised"] = summary(probability, threshold)
+    result["supervised"]["inputs"] = [
         f"{len(FEATURE_NAMES)} features",
         "isolation_forest score",
-        *(f"rule {rule_id}" for rule_id in rules.rule_ids),
     ]
+    # threshold <= 1 <= any fired rule's severity: alerts are the OR.
+    result["full_system"] = summary(rules.severity + probability, threshold)
 
     logger.info("fitting the handbook baseline")
     handbook = baseline_features(frame, delay_days)[list(BASELINE_FEATURES)]

@@ -27,8 +27,11 @@ Labels
 
 Evaluation
     The champion and the new model score the same evaluation rows, each on
-    its own features and at its own threshold: AUC-ROC, average precision,
-    card precision at 100 per day, alert rate, precision and recall
+    its own features and at its own threshold, each by the score that
+    decides its alerts (the supervised stage's fraud probability when it has
+    one, else the anomaly score; rules are left out for both): AUC-ROC,
+    average precision, card precision at 100 per day, alert rate, precision
+    and recall
     (``training.metrics``). Every transaction of the window is kept; unlike
     ``txwatch evaluate`` no card already known to be compromised is left out,
     so the figures are those the job would see, for both models alike.
@@ -55,7 +58,7 @@ from udfs.scoring import Scorer
 
 from .dataset import compute_features, load_handbook
 from .metrics import detection_summary
-from .train import TrainingConfig, TrainingResult, fit
+from .train import Labels, TrainingConfig, TrainingResult, fit
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +259,12 @@ def retrain(
     tick = time.monotonic()
     columns = [FEATURE_NAMES.index(name) for name in config.features]
     x = matrix[in_train][:, columns]
-    result = fit(x, labels[in_train], model_dir, config.training_config())
+    known = Labels(
+        features=matrix[in_train],
+        known=np.ones(int(in_train.sum()), dtype=bool),
+        known_to=w["eval_from"],
+    )
+    result = fit(x, labels[in_train], model_dir, config.training_config(), labels=known)
     seconds["fit"] = time.monotonic() - tick
 
     say(f"evaluating on {int(in_eval.sum()):,} later transactions")
@@ -297,10 +305,14 @@ def retrain(
 
 
 def _grade(scorer: Scorer, matrix, labels, days, cards) -> dict[str, float]:
-    """One model's metrics on the evaluation rows, on its own features."""
-    columns = [FEATURE_NAMES.index(name) for name in scorer.metadata.feature_names]
-    scores = scorer.score(matrix[:, columns].astype(np.float32))
-    return detection_summary(labels, scores, scorer.threshold, days, cards, k=TOP_K)
+    """One model's metrics on the evaluation rows, by the score that alerts."""
+    decision = scorer.decide(pd.DataFrame(matrix, columns=list(FEATURE_NAMES)))
+    stage = scorer.metadata.supervised
+    if stage is None:
+        scores, threshold = decision.scores, scorer.threshold
+    else:
+        scores, threshold = decision.probability, stage.threshold
+    return detection_summary(labels, scores, threshold, days, cards, k=TOP_K)
 
 
 def _check_coverage(frame: pd.DataFrame, windows: dict[str, str]) -> None:

@@ -25,6 +25,14 @@ Export
     the rows given and refuses an export whose fraud probabilities differ by
     more than ``PARITY_TOLERANCE``.
 
+The stage of a served model
+    ``fit_stage`` fits the forest that a model directory serves beside its
+    Isolation Forest (``udfs.scoring``'s supervised stage): inputs are the
+    features plus the exported forest's anomaly score of each row, as the
+    job computes it, the threshold leaves ``alert_rate`` of the out-of-bag
+    training scores at or above it, and the export must pass
+    ``check_parity`` on the training rows before it is written.
+
 Limitations: NaN features are routed differently by scikit-learn and by
 onnxruntime; the features of ``udfs.features`` are always finite. The model
 file grows with the training rows (fully grown trees): about 20 kB per tree
@@ -34,17 +42,24 @@ for a week of handbook data, 4 MB for the default 200 trees.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import RandomForestClassifier
 
-from .export import PARITY_TOLERANCE, TARGET_OPSET
+from udfs.scoring import (
+    ANOMALY_SCORE,
+    FRAUD_COLUMN,
+    SUPERVISED_INPUT,
+    SUPERVISED_OUTPUT,
+    SupervisedStage,
+)
+
+from .export import PARITY_TOLERANCE, TARGET_OPSET, compare_scores
 
 logger = logging.getLogger(__name__)
-
-FRAUD_COLUMN = 1
 
 
 def fit_supervised(
@@ -108,7 +123,7 @@ def export_onnx(model: RandomForestClassifier, n_features: int) -> bytes:
     """
     graph = to_onnx(
         model,
-        initial_types=[("X", FloatTensorType([None, n_features]))],
+        initial_types=[(SUPERVISED_INPUT, FloatTensorType([None, n_features]))],
         target_opset=TARGET_OPSET,
         options={id(model): {"zipmap": False}},
     )
@@ -126,7 +141,7 @@ def onnx_fraud_probability(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
         onnx_bytes, options, providers=["CPUExecutionProvider"]
     )
     features = np.ascontiguousarray(x, dtype=np.float32)
-    probabilities = session.run(["probabilities"], {"X": features})[0]
+    probabilities = session.run([SUPERVISED_OUTPUT], {SUPERVISED_INPUT: features})[0]
     return probabilities[:, FRAUD_COLUMN].astype(np.float64)
 
 
@@ -157,3 +172,77 @@ def check_parity(
             f"{len(x)} rows (tolerance {tolerance}); do not deploy this export"
         )
     return worst
+
+
+@dataclass(frozen=True)
+class FittedStage:
+    """A supervised stage ready to be written into a model directory."""
+
+    model: RandomForestClassifier
+    onnx_bytes: bytes
+    metadata: SupervisedStage
+    oob_scores: np.ndarray
+    parity: float
+
+
+def stage_inputs(features: np.ndarray, anomaly_scores: np.ndarray) -> np.ndarray:
+    """The stage's input matrix: the features, then the anomaly score, float32."""
+    inputs = np.empty((len(features), features.shape[1] + 1), dtype=np.float32)
+    inputs[:, :-1] = features
+    inputs[:, -1] = anomaly_scores
+    return inputs
+
+
+def fit_stage(
+    features: np.ndarray,
+    anomaly_scores: np.ndarray,
+    y: np.ndarray,
+    feature_names: tuple[str, ...],
+    labelled_to: str,
+    alert_rate: float,
+    *,
+    seed: int = 7,
+    n_estimators: int = 100,
+    min_samples_leaf: int = 5,
+) -> FittedStage:
+    """Fit, export and check the supervised stage on labelled rows.
+
+    ``features`` has the ``feature_names`` columns, ``anomaly_scores`` the
+    forest's score of each row as the served model computes it, ``y`` the
+    0/1 labels, all known by ``labelled_to``.
+    """
+    from .train import choose_threshold
+
+    inputs = stage_inputs(features, anomaly_scores)
+    model = fit_supervised(
+        inputs,
+        y,
+        seed=seed,
+        n_estimators=n_estimators,
+        min_samples_leaf=min_samples_leaf,
+    )
+    oob = out_of_bag_scores(model)
+    threshold = choose_threshold(oob, alert_rate)
+    onnx_bytes = export_onnx(model, inputs.shape[1])
+    parity = compare_scores(
+        fraud_probability(model, inputs),
+        onnx_fraud_probability(onnx_bytes, inputs),
+        threshold,
+        "ONNX fraud probabilities",
+        "the supervised export is not usable",
+    )
+    metadata = SupervisedStage(
+        feature_names=(*feature_names, ANOMALY_SCORE),
+        threshold=threshold,
+        trained_rows=len(y),
+        trained_frauds=int(np.sum(y)),
+        labelled_to=labelled_to,
+    )
+    logger.info(
+        "supervised stage: %d rows (%d frauds), threshold %.4f, parity %.2g",
+        len(y),
+        metadata.trained_frauds,
+        threshold,
+        parity,
+    )
+    return FittedStage(model, onnx_bytes, metadata, oob, parity)

@@ -14,8 +14,17 @@ The steps of ``train``:
    configuration asks for skl2onnx's;
 4. the alert threshold: the anomaly score above which ``target_alert_rate``
    of the training rows lie;
-5. a model directory (``model.onnx`` + ``model.json``) and, when MLflow is
-   available, a run with the parameters, metrics and files.
+5. the supervised stage (``training.supervised.fit_stage``), unless the
+   configuration turns it off: a random forest on every feature of
+   ``udfs.features`` plus the exported forest's anomaly score, fitted on the
+   training days whose labels were known when the window closed (those
+   before ``train_to`` minus the label delay), with its own threshold and
+   parity check. Served beside the forest, it decides alerts (see
+   ``udfs.scoring``). It is skipped, with a warning, when those days hold no
+   fraud or no genuine transaction;
+6. a model directory (``model.onnx``, ``supervised.onnx``, ``model.json``)
+   and, when MLflow is available, a run with the parameters, metrics and
+   files.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import joblib
@@ -31,13 +40,14 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from udfs.explain import SKLEARN_FILE
-from udfs.features import FEATURE_NAMES
-from udfs.scoring import GRAPHS, ModelMetadata, Scorer
+from udfs.explain import SKLEARN_FILE, SUPERVISED_SKLEARN_FILE
+from udfs.features import FEATURE_NAMES, MS_PER_DAY
+from udfs.scoring import GRAPHS, SUPERVISED_FILE, ModelMetadata, Scorer
 
 from .compact_onnx import export_compact
 from .dataset import compute_features, load_handbook
 from .export import compare_scores, export_onnx
+from .supervised import fit_stage
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +87,9 @@ class TrainingConfig:
     seed: int = 7
     features: tuple[str, ...] = MODEL_FEATURES
     graph: str = GRAPHS[0]  # the compact graph; "skl2onnx" for the converter's
+    supervised: bool = True  # fit the supervised stage where labels allow
+    supervised_trees: int = 100
+    supervised_min_leaf: int = 5
 
     def __post_init__(self):
         if self.graph not in GRAPHS:
@@ -106,13 +119,32 @@ def train(files, model_dir: str | Path, config: TrainingConfig, progress: bool =
     matrix, duplicates, _ = compute_features(
         frame, config.label_delay_days, use_feedback=True, progress=progress
     )
-    in_training = (
-        frame["event_time_ms"].to_numpy() >= _ms(config.train_from)
-    ) & ~duplicates
+    times = frame["event_time_ms"].to_numpy()
+    in_training = (times >= _ms(config.train_from)) & ~duplicates
     columns = [FEATURE_NAMES.index(name) for name in config.features]
     x = matrix[in_training][:, columns]
     y = frame["label"].to_numpy()[in_training]
-    return fit(x, y, model_dir, config, started)
+    labelled_to = _ms(config.train_to) - config.label_delay_days * MS_PER_DAY
+    labels = Labels(
+        features=matrix[in_training],
+        known=times[in_training] < labelled_to,
+        known_to=_iso(labelled_to),
+    )
+    return fit(x, y, model_dir, config, started, labels=labels)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the supervised stage learns from, over the rows given to ``fit``.
+
+    ``features`` has every column of ``udfs.features`` for those rows,
+    ``known`` says which rows' labels were known by ``known_to`` (ISO day,
+    exclusive), the end of what the stage may learn from.
+    """
+
+    features: np.ndarray
+    known: np.ndarray
+    known_to: str
 
 
 def fit(
@@ -121,10 +153,14 @@ def fit(
     model_dir: str | Path,
     config: TrainingConfig,
     started: float | None = None,
+    labels: Labels | None = None,
 ) -> TrainingResult:
-    """Steps 2 to 5 of ``train`` on a ready matrix (``config.features`` columns).
+    """Steps 2 to 6 of ``train`` on a ready matrix (``config.features`` columns).
 
-    ``y`` (0/1 labels of the rows) only grades the model in its metrics.
+    ``y`` (0/1 labels of the rows) grades the forest in its metrics and,
+    with ``labels``, trains the supervised stage on the rows it marks known.
+    Without ``labels`` (or with ``config.supervised`` off) the model has no
+    supervised stage and its forest decides alerts.
     """
     started = time.monotonic() if started is None else started
     logger.info("training on %d rows, %d features", len(x), x.shape[1])
@@ -156,9 +192,16 @@ def fit(
     joblib.dump(forest, model_dir / SKLEARN_FILE)
     metadata.write(model_dir / "model.json")
 
-    parity = check_parity(forest, Scorer(model_dir), x, threshold)
+    scorer = Scorer(model_dir)
+    parity = check_parity(forest, scorer, x, threshold)
     write_reference(model_dir, x, config.features, scores)
     flagged = scores >= threshold
+    stage_metrics = {}
+    if labels is not None and config.supervised:
+        stage_metrics = _fit_supervised_stage(
+            model_dir, metadata, scorer.score(x), y, labels, config
+        )
+        metadata = ModelMetadata.read(model_dir / "model.json")
     metrics = {
         "train_rows": float(len(x)),
         "train_auc_roc": float(roc_auc_score(y, scores)) if y.any() else float("nan"),
@@ -169,10 +212,63 @@ def fit(
         "train_alert_precision": float(y[flagged].mean()) if flagged.any() else 0.0,
         "onnx_max_abs_diff": parity,
         "threshold": threshold,
+        **stage_metrics,
         "seconds": time.monotonic() - started,
     }
     logger.info("model %s written to %s: %s", version, model_dir, metrics)
     return TrainingResult(model_dir, metadata, metrics)
+
+
+def _fit_supervised_stage(
+    model_dir: Path,
+    metadata: ModelMetadata,
+    anomaly_scores: np.ndarray,
+    y: np.ndarray,
+    labels: Labels,
+    config: TrainingConfig,
+) -> dict[str, float]:
+    """Fit the supervised stage and add it to the model directory; its metrics."""
+    known = labels.known
+    frauds = int(np.sum(y[known]))
+    if frauds == 0 or frauds == int(np.sum(known)):
+        logger.warning(
+            "no supervised stage: the %d rows labelled by %s hold %d frauds; the "
+            "forest alone will decide alerts",
+            int(np.sum(known)),
+            labels.known_to,
+            frauds,
+        )
+        return {}
+    logger.info("fitting the supervised stage on %d labelled rows", int(known.sum()))
+    stage = fit_stage(
+        labels.features[known],
+        anomaly_scores[known],
+        y[known],
+        FEATURE_NAMES,
+        labels.known_to,
+        config.target_alert_rate,
+        seed=config.seed,
+        n_estimators=config.supervised_trees,
+        min_samples_leaf=config.supervised_min_leaf,
+    )
+    (model_dir / SUPERVISED_FILE).write_bytes(stage.onnx_bytes)
+    joblib.dump(stage.model, model_dir / SUPERVISED_SKLEARN_FILE)
+    replace(metadata, supervised=stage.metadata).write(model_dir / "model.json")
+    oob = stage.oob_scores
+    flagged = oob >= stage.metadata.threshold
+    truth = y[known]
+    return {
+        "supervised_rows": float(len(truth)),
+        "supervised_frauds": float(frauds),
+        "supervised_oob_auc_roc": float(roc_auc_score(truth, oob)),
+        "supervised_oob_average_precision": float(average_precision_score(truth, oob)),
+        "supervised_oob_alert_rate": float(flagged.mean()),
+        "supervised_oob_precision": float(truth[flagged].mean())
+        if flagged.any()
+        else 0.0,
+        "supervised_threshold": stage.metadata.threshold,
+        "supervised_onnx_max_abs_diff": stage.parity,
+    }
 
 
 def write_reference(model_dir: Path, x: np.ndarray, names, scores: np.ndarray) -> None:
@@ -215,6 +311,10 @@ def check_parity(
 def _version(onnx_bytes: bytes) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return f"if-{stamp}-{hashlib.sha256(onnx_bytes).hexdigest()[:8]}"
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
 
 
 def _ms(iso_date: str) -> int:

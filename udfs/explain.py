@@ -14,8 +14,18 @@ rendered as a sentence about the feature's value ("amount 5.2x this card's
 30-day mean"). ``score_from_contributions`` turns a row's contributions back
 into its score, which tests use to check that they add up.
 
-Explanations are computed for alert rows only; on a 100-tree forest one row
-costs well under a millisecond.
+When the model has a supervised stage, that stage decides alerts and is
+what gets explained: TreeExplainer splits its fraud probability into one
+contribution per input plus the mean probability over its training rows,
+``probability = base + sum(contributions)``; a positive contribution pushes
+towards fraud and the reasons are the three largest positive ones. The
+forest's anomaly score is one of those inputs, so "unusual for this card"
+appears as a reason when it weighed in.
+
+Explanations are computed for alert rows only. On the Isolation Forest one
+row costs well under a millisecond; on the supervised stage, whose trees are
+fully grown, about 10-20 ms (exact SHAP is polynomial in the depth of the
+trees).
 """
 
 from __future__ import annotations
@@ -25,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from udfs.scoring import ModelMetadata, average_path_length
+from udfs.scoring import ANOMALY_SCORE, ModelMetadata, average_path_length
 
 logger = logging.getLogger(__name__)
 
 SKLEARN_FILE = "model.joblib"
+SUPERVISED_SKLEARN_FILE = "supervised.joblib"
 TOP_REASONS = 3
 
 _TEMPLATES = {
@@ -64,6 +75,7 @@ _TEMPLATES = {
     "t_days_since_fraud": "{v:.0f} days since this terminal's last known fraud",
     "t_fraud_run": "this terminal's last {v:.0f} known transactions were all fraud",
     "c_new_terminal": "first use of this terminal by this card in 30 days",
+    ANOMALY_SCORE: "unusual for this card and terminal (anomaly score {v:.2f})",
 }
 
 
@@ -99,16 +111,22 @@ def score_from_contributions(base: float, contributions: np.ndarray, max_samples
 
 
 class Explainer:
-    """Exact per-feature contributions to the forest's path length.
+    """Exact per-feature contributions to the score that decides alerts.
 
     Parameters
     ----------
     model_dir:
         Directory holding ``model.joblib`` (the fitted scikit-learn forest)
-        next to the ONNX file; the forest is trusted input, written by
-        ``txwatch train``.
+        and, for a model with a supervised stage, ``supervised.joblib``, next
+        to the ONNX files; both are trusted input, written by ``txwatch
+        train``.
     metadata:
         The model's metadata, for the feature names and sample size.
+
+    ``base`` and ``contributions`` are in path-length units for the
+    Isolation Forest (negative: towards anomalous) and in fraud-probability
+    units for a supervised stage (positive: towards fraud); ``direction`` is
+    -1 or +1 accordingly.
     """
 
     def __init__(self, model_dir: str | Path, metadata: ModelMetadata):
@@ -116,40 +134,54 @@ class Explainer:
 
         shap = _import_shap()
         self.metadata = metadata
-        self.forest = joblib.load(Path(model_dir) / SKLEARN_FILE)
-        self.tree_explainer = shap.TreeExplainer(self.forest)
-        self.base = float(np.ravel(self.tree_explainer.expected_value)[0])
-
-    def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """Per-feature path-length contributions, shape ``(rows, features)``."""
-        return np.asarray(
-            self.tree_explainer.shap_values(np.asarray(matrix, dtype=np.float64))
+        stage = metadata.supervised
+        if stage is None:
+            self.names = metadata.feature_names
+            self.direction = -1.0
+            self.model = joblib.load(Path(model_dir) / SKLEARN_FILE)
+            self._column = None
+        else:
+            self.names = stage.feature_names
+            self.direction = 1.0
+            self.model = joblib.load(Path(model_dir) / SUPERVISED_SKLEARN_FILE)
+            self._column = list(self.model.classes_).index(1)
+        self.tree_explainer = shap.TreeExplainer(self.model)
+        self.base = float(
+            np.ravel(self.tree_explainer.expected_value)[self._column or 0]
         )
 
-    def explain(self, matrix: np.ndarray, top: int = TOP_REASONS) -> list[list[dict]]:
-        """The ``top`` reasons of each row, most anomalous first.
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Per-feature contributions, shape ``(rows, features)``."""
+        values = self.tree_explainer.shap_values(np.asarray(matrix, dtype=np.float64))
+        if self._column is None:
+            return np.asarray(values)
+        if isinstance(values, list):  # one array per class (older shap)
+            return np.asarray(values[self._column])
+        return np.asarray(values)[:, :, self._column]
 
-        Each reason is ``{"feature", "value", "contribution", "text"}``;
-        ``contribution`` is in path-length units (negative: towards anomalous).
+    def explain(self, matrix: np.ndarray, top: int = TOP_REASONS) -> list[list[dict]]:
+        """The ``top`` reasons of each row, strongest first.
+
+        Each reason is ``{"feature", "value", "contribution", "text"}``, for
+        the features that pushed the row towards an alert; ``contribution``
+        is in the units of ``contributions``.
         """
         if len(matrix) == 0:
             return []
-        values = self.contributions(matrix)
-        names = self.metadata.feature_names
+        pushes = self.contributions(matrix) * self.direction
         explained = []
         for i in range(len(matrix)):
-            order = np.argsort(values[i])[:top]
             reasons = []
-            for j in order:
-                if values[i, j] >= 0:
-                    break  # only features that pushed towards "anomalous"
+            for j in np.argsort(-pushes[i])[:top]:
+                if pushes[i, j] <= 0:
+                    break  # only features that pushed towards an alert
                 value = float(matrix[i, j])
                 reasons.append(
                     {
-                        "feature": names[j],
+                        "feature": self.names[j],
                         "value": round(value, 4),
-                        "contribution": round(float(values[i, j]), 4),
-                        "text": render(names[j], value),
+                        "contribution": round(float(pushes[i, j] * self.direction), 4),
+                        "text": render(self.names[j], value),
                     }
                 )
             explained.append(reasons)

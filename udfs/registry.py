@@ -11,7 +11,8 @@ sees the old or the new version, never half a file; ``clear`` removes one.
 ``ModelWatcher`` is what the scoring step holds: it checks both pointers at
 most every ``interval_s`` seconds, between batches; a new version is loaded
 and checked (it must score a probe matrix to finite values in (0, 1]) before
-it replaces the old one. A version that fails is refused with a logged reason,
+it replaces the old one, and so must its supervised stage, to probabilities
+in [0, 1]. A version that fails is refused with a logged reason,
 remembered, and the old model keeps scoring (for the challenger: the old
 challenger, or none, keeps shadow scoring).
 
@@ -115,6 +116,24 @@ def check(scorer: Scorer) -> None:
         raise ModelError(f"model {scorer.version} scores a probe to {scores.tolist()}")
     if not 0 < scorer.threshold <= 1:
         raise ModelError(f"model {scorer.version} has threshold {scorer.threshold}")
+    stage = scorer.metadata.supervised
+    if stage is None:
+        return
+    inputs = np.zeros((4, len(stage.feature_names)), dtype=np.float32)
+    inputs[:, :-1] = probe[:, :1]
+    inputs[:, -1] = scores
+    probability = scorer.fraud_probability(inputs)
+    if not (
+        np.all(np.isfinite(probability)) and np.all(np.abs(probability - 0.5) <= 0.5)
+    ):
+        raise ModelError(
+            f"model {scorer.version}'s supervised stage gives probabilities "
+            f"{probability.tolist()} on a probe"
+        )
+    if not 0 < stage.threshold <= 1:
+        raise ModelError(
+            f"model {scorer.version}'s supervised stage has threshold {stage.threshold}"
+        )
 
 
 class ModelWatcher:

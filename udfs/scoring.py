@@ -16,6 +16,16 @@ The ONNX graph may be scikit-learn's own export (skl2onnx: outputs ``label``
 and ``scores``, the latter equal to ``decision_function``) or the compact
 form written by ``training.compact_onnx`` (output ``path_length_sum``); the
 metadata's ``graph`` field says which.
+
+The supervised stage
+    A model directory may also hold ``supervised.onnx``, a random forest
+    fitted on labelled transactions (``training.supervised``) whose inputs
+    are the features its metadata names followed by the forest's anomaly
+    score (``ANOMALY_SCORE``). When it is there it decides: a row alerts when
+    its fraud probability reaches the stage's threshold, and the anomaly
+    score is one of its inputs instead of an alert of its own. Without it
+    the anomaly score decides, as above. ``Scorer.decide`` applies whichever
+    holds; rules are the caller's to add.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "model.json"
+SUPERVISED_FILE = "supervised.onnx"
+ANOMALY_SCORE = "anomaly_score"  # the supervised stage's input from the forest
 # ONNX forms of a forest: one tree-ensemble operator (training.compact_onnx),
 # or skl2onnx's graph of the same forest.
 GRAPHS = ("compact", "skl2onnx")  # the first is what training writes
@@ -38,6 +50,59 @@ GRAPHS = ("compact", "skl2onnx")  # the first is what training writes
 
 class ModelError(RuntimeError):
     """A model directory cannot be loaded or fails its checks."""
+
+
+@dataclass(frozen=True)
+class SupervisedStage:
+    """Metadata of a model directory's supervised stage.
+
+    ``feature_names`` are its inputs in order, the last being
+    ``ANOMALY_SCORE``; ``labelled_to`` is the ISO day (exclusive) up to
+    which its training labels reach.
+    """
+
+    feature_names: tuple[str, ...]
+    threshold: float
+    trained_rows: int
+    trained_frauds: int
+    labelled_to: str
+
+    @staticmethod
+    def from_json(raw: dict) -> SupervisedStage:
+        stage = SupervisedStage(
+            feature_names=tuple(raw["feature_names"]),
+            threshold=float(raw["threshold"]),
+            trained_rows=int(raw["trained_rows"]),
+            trained_frauds=int(raw["trained_frauds"]),
+            labelled_to=str(raw["labelled_to"]),
+        )
+        if not stage.feature_names or stage.feature_names[-1] != ANOMALY_SCORE:
+            raise ValueError(
+                f"the supervised stage's last input must be {ANOMALY_SCORE!r}, "
+                f"got {list(stage.feature_names)}"
+            )
+        return stage
+
+    def to_json(self) -> dict:
+        raw = dict(self.__dict__)
+        raw["feature_names"] = list(self.feature_names)
+        return raw
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a model made of a batch: one entry per row.
+
+    ``probability`` is the supervised stage's fraud probability (None when
+    the model has no such stage); ``alerts`` is the model's alert decision;
+    ``explained`` is the matrix its explainer takes for those rows.
+    """
+
+    scores: np.ndarray
+    risk: np.ndarray
+    probability: np.ndarray | None
+    alerts: np.ndarray
+    explained: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -50,11 +115,13 @@ class ModelMetadata:
     offset: float  # scikit-learn's offset_, to turn decision_function into a score
     n_estimators: int
     max_samples: int
+    supervised: SupervisedStage | None = None
 
     @staticmethod
     def read(path: Path) -> ModelMetadata:
         try:
             raw = json.loads(path.read_text())
+            stage = raw.get("supervised")
             return ModelMetadata(
                 version=str(raw["version"]),
                 feature_names=tuple(raw["feature_names"]),
@@ -64,6 +131,7 @@ class ModelMetadata:
                 offset=float(raw["offset"]),
                 n_estimators=int(raw["n_estimators"]),
                 max_samples=int(raw["max_samples"]),
+                supervised=None if stage is None else SupervisedStage.from_json(stage),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"model metadata {path} is unreadable: {exc}") from exc
@@ -72,6 +140,9 @@ class ModelMetadata:
         raw = dict(self.__dict__)
         raw["feature_names"] = list(self.feature_names)
         raw["risk_quantiles"] = list(self.risk_quantiles)
+        raw["supervised"] = (
+            None if self.supervised is None else self.supervised.to_json()
+        )
         path.write_text(json.dumps(raw, indent=2))
 
 
@@ -97,25 +168,17 @@ class Scorer:
     """
 
     def __init__(self, model_dir: str | Path, threads: int = 1):
-        import onnxruntime as ort
-
         model_dir = Path(model_dir)
         self.metadata = ModelMetadata.read(model_dir / METADATA_FILE)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(
-                str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises several unrelated types
-            raise ModelError(f"ONNX model in {model_dir} does not load: {exc}") from exc
+        self.session = _session(
+            model_dir / MODEL_FILE, threads, len(self.metadata.feature_names)
+        )
         self._input = self.session.get_inputs()[0].name
-        width = self.session.get_inputs()[0].shape[-1]
-        if isinstance(width, int) and width != len(self.metadata.feature_names):
-            raise ModelError(
-                f"model in {model_dir} takes {width} features but its metadata "
-                f"names {len(self.metadata.feature_names)}"
+        self._supervised = None
+        stage = self.metadata.supervised
+        if stage is not None:
+            self._supervised = _session(
+                model_dir / SUPERVISED_FILE, threads, len(stage.feature_names)
             )
         self._quantiles = np.asarray(self.metadata.risk_quantiles, dtype=np.float64)
         if self.metadata.graph == "compact":
@@ -157,3 +220,73 @@ class Scorer:
         """Share of training scores below each score, in [0, 1]."""
         q = self._quantiles
         return np.interp(scores, q, np.linspace(0.0, 1.0, len(q)))
+
+    def fraud_probability(self, inputs: np.ndarray) -> np.ndarray:
+        """The supervised stage's fraud probability of each row of ``inputs``.
+
+        ``inputs`` has the stage's columns in order, the anomaly score last.
+        """
+        stage = self.metadata.supervised
+        if stage is None:
+            raise ModelError(f"model {self.version} has no supervised stage")
+        if inputs.ndim != 2 or inputs.shape[1] != len(stage.feature_names):
+            raise ModelError(
+                f"the supervised stage takes {len(stage.feature_names)} columns, "
+                f"got shape {inputs.shape}"
+            )
+        if inputs.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        x = np.ascontiguousarray(inputs, dtype=np.float32)
+        out = self._supervised.run([SUPERVISED_OUTPUT], {SUPERVISED_INPUT: x})[0]
+        return out[:, FRAUD_COLUMN].astype(np.float64)
+
+    def decide(self, frame) -> Decision:
+        """Scores, risk, fraud probability and alerts of a batch of rows.
+
+        ``frame`` maps every feature name to a column (a pandas DataFrame).
+        With a supervised stage, a row alerts when its fraud probability
+        reaches the stage's threshold; without one, when its anomaly score
+        reaches the model's.
+        """
+        matrix = frame[list(self.metadata.feature_names)].to_numpy(dtype=np.float32)
+        scores = self.score(matrix)
+        risk = self.risk(scores)
+        stage = self.metadata.supervised
+        if stage is None:
+            return Decision(scores, risk, None, scores >= self.threshold, matrix)
+        inputs = np.empty((len(matrix), len(stage.feature_names)), dtype=np.float32)
+        inputs[:, :-1] = frame[list(stage.feature_names[:-1])].to_numpy(
+            dtype=np.float32
+        )
+        inputs[:, -1] = scores
+        probability = self.fraud_probability(inputs)
+        return Decision(
+            scores, risk, probability, probability >= stage.threshold, inputs
+        )
+
+
+# skl2onnx's names for a classifier's graph without ZipMap (training.supervised)
+SUPERVISED_INPUT = "X"
+SUPERVISED_OUTPUT = "probabilities"
+FRAUD_COLUMN = 1
+
+
+def _session(path: Path, threads: int, width: int):
+    """An onnxruntime session of the graph at ``path``, taking ``width`` columns."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        raise ModelError(f"ONNX model {path} does not load: {exc}") from exc
+    got = session.get_inputs()[0].shape[-1]
+    if isinstance(got, int) and got != width:
+        raise ModelError(
+            f"ONNX model {path} takes {got} columns but its metadata names {width}"
+        )
+    return session

@@ -145,6 +145,7 @@ def test_migrations_apply_on_a_fresh_database_and_record_the_postgresql_path(
         "003_feedback_and_rules",
         "004_analytics",
         "005_shadow_scoring",
+        "006_fraud_probability",
     ]
     conn = _connect(pg_admin, fresh_db)
     try:
@@ -155,7 +156,7 @@ def test_migrations_apply_on_a_fresh_database_and_record_the_postgresql_path(
             rows = cur.fetchall()
     finally:
         conn.close()
-    assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert {r[2] for r in rows} == {"postgresql"}
 
 
@@ -163,7 +164,7 @@ def test_running_the_migrations_again_applies_nothing(pg_admin, migrated_db):
     report = db.migrate(migrated_db, pg_admin.password, {})
 
     assert report.applied == []
-    assert len(report.already) == 5
+    assert len(report.already) == 6
 
 
 def test_each_migration_file_can_run_twice(pg_admin, migrated_db):

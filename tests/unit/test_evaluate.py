@@ -13,7 +13,6 @@ pytestmark = pytest.mark.slow
 DETECTORS = (
     "isolation_forest",
     "rules",
-    "streaming_job",
     "supervised",
     "full_system",
     "baseline_logistic_regression",
@@ -48,12 +47,16 @@ def test_every_detector_is_graded_on_the_same_test_rows(result):
         assert 0.0 < figures["alert_rate"] < 0.05, name
 
 
-def test_the_streaming_job_alerts_on_the_forest_or_the_rules(result):
-    forest, rules, job = (
-        result[name] for name in ("isolation_forest", "rules", "streaming_job")
+def test_the_full_system_alerts_on_the_supervised_stage_or_the_rules(result):
+    stage, rules, job = (
+        result[name] for name in ("supervised", "rules", "full_system")
     )
-    assert job["threshold"] == forest["threshold"]
+    assert job["threshold"] == stage["threshold"]
     # Alerts of an OR: at least each part's, at most both together.
-    assert max(forest["alert_rate"], rules["alert_rate"]) <= job["alert_rate"]
-    assert job["alert_rate"] <= forest["alert_rate"] + rules["alert_rate"] + 1e-12
-    assert job["recall"] >= max(forest["recall"], rules["recall"])
+    assert max(stage["alert_rate"], rules["alert_rate"]) <= job["alert_rate"]
+    assert job["alert_rate"] <= stage["alert_rate"] + rules["alert_rate"] + 1e-12
+    assert job["recall"] >= max(stage["recall"], rules["recall"])
+
+
+def test_the_supervised_stage_takes_the_forest_score_as_an_input(result):
+    assert result["supervised"]["inputs"][-1] == "isolation_forest score"
