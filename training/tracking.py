@@ -3,7 +3,8 @@
 ``log_training_run`` records one trained model as an MLflow run: the
 training configuration as parameters, the training metrics, the model
 directory (``model.onnx``, ``model.json``, ``model.joblib`` and, when the
-model has one, the drift reference ``reference.json``) and the reference
+model has them, the drift reference ``reference.json`` and the supervised
+stage's ``supervised.onnx`` and ``supervised.joblib``) and the reference
 distributions of the training features under the artifact path ``model/``,
 and then registers that directory as a new version of a registered model.
 Which version scores is said by the registered model's aliases (see
@@ -36,8 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 from udfs.drift import REFERENCE_FILE as DRIFT_REFERENCE_FILE
-from udfs.explain import SKLEARN_FILE
-from udfs.scoring import METADATA_FILE, MODEL_FILE
+from udfs.explain import SKLEARN_FILE, SUPERVISED_SKLEARN_FILE
+from udfs.scoring import METADATA_FILE, MODEL_FILE, SUPERVISED_FILE
 
 from .train import TrainingConfig, TrainingResult
 
@@ -47,6 +48,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "txwatch"
 MODEL_ARTIFACT_PATH = "model"
 MODEL_FILES = (MODEL_FILE, METADATA_FILE, SKLEARN_FILE)
+# present when the model has them: the drift reference, the supervised stage
+OPTIONAL_FILES = (DRIFT_REFERENCE_FILE, SUPERVISED_FILE, SUPERVISED_SKLEARN_FILE)
 REFERENCE_FILE = "reference_distributions.json"
 REFERENCE_BINS = 10
 REFERENCE_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -216,10 +219,9 @@ def log_training_run(
         client.log_batch(run_id, metrics=metrics, params=params)
         for name in MODEL_FILES:
             client.log_artifact(run_id, str(model_dir / name), MODEL_ARTIFACT_PATH)
-        if (model_dir / DRIFT_REFERENCE_FILE).is_file():
-            client.log_artifact(
-                run_id, str(model_dir / DRIFT_REFERENCE_FILE), MODEL_ARTIFACT_PATH
-            )
+        for name in OPTIONAL_FILES:
+            if (model_dir / name).is_file():
+                client.log_artifact(run_id, str(model_dir / name), MODEL_ARTIFACT_PATH)
         if reference is not None:
             client.log_dict(
                 run_id, reference, f"{MODEL_ARTIFACT_PATH}/{REFERENCE_FILE}"
@@ -230,11 +232,7 @@ def log_training_run(
             register_as,
             f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}",
             run_id,
-            tags={
-                "txwatch.model_version": result.metadata.version,
-                "threshold": repr(result.metadata.threshold),
-                "graph": result.metadata.graph,
-            },
+            tags=_version_tags(result.metadata),
         )
     except Exception:
         client.set_terminated(run_id, "FAILED")
@@ -248,6 +246,18 @@ def log_training_run(
         version.version,
     )
     return TrackedRun(run_id, str(version.version))
+
+
+def _version_tags(metadata) -> dict[str, str]:
+    """Tags of a registered version: what scores and at which thresholds."""
+    tags = {
+        "txwatch.model_version": metadata.version,
+        "threshold": repr(metadata.threshold),
+        "graph": metadata.graph,
+    }
+    if metadata.supervised is not None:
+        tags["fraud_threshold"] = repr(metadata.supervised.threshold)
+    return tags
 
 
 def _params(config: TrainingConfig, result: TrainingResult) -> dict[str, str]:

@@ -31,6 +31,7 @@ class Entry:
     version: str
     alias: str | None
     threshold: float
+    fraud_threshold: float | None  # the supervised stage's, when it has one
     notes: str
 
 
@@ -61,12 +62,14 @@ def publish(conn, model_path: str | Path) -> list[Entry]:
         for row in rows:
             cur.execute(
                 """
-                INSERT INTO model_versions (version, alias, threshold, notes)
-                VALUES (%s, %s, %s, %s)
+                INSERT INTO model_versions
+                    (version, alias, threshold, fraud_threshold, notes)
+                VALUES (%s, %s, %s, %s, %s)
                 ON CONFLICT (version) DO UPDATE
-                SET alias = EXCLUDED.alias, threshold = EXCLUDED.threshold
+                SET alias = EXCLUDED.alias, threshold = EXCLUDED.threshold,
+                    fraud_threshold = EXCLUDED.fraud_threshold
                 """,
-                (row.version, row.alias, row.threshold, row.notes),
+                (row.version, row.alias, row.threshold, row.fraud_threshold, row.notes),
             )
     conn.commit()
     logger.info("model_versions: %s", describe(rows))
@@ -85,4 +88,12 @@ def _entry(model_dir: Path, alias: str | None) -> Entry:
         f"Isolation Forest, {meta.n_estimators} trees of {meta.max_samples} "
         f"samples, {meta.graph} graph; features: {', '.join(meta.feature_names)}"
     )
-    return Entry(meta.version, alias, meta.threshold, notes)
+    stage = meta.supervised
+    if stage is None:
+        return Entry(meta.version, alias, meta.threshold, None, notes)
+    notes += (
+        f". Supervised stage (decides alerts): random forest on "
+        f"{len(stage.feature_names)} inputs, {stage.trained_rows} labelled "
+        f"transactions ({stage.trained_frauds} frauds) up to {stage.labelled_to}"
+    )
+    return Entry(meta.version, alias, meta.threshold, stage.threshold, notes)

@@ -104,6 +104,7 @@ def cmd_train(args, settings: Settings) -> int:
         seed=args.seed,
         label_delay_days=settings.job.label_delay_days,
         graph=args.graph,
+        supervised=args.supervised,
     )
     model_dir = (
         Path(args.model_dir)
@@ -113,7 +114,7 @@ def cmd_train(args, settings: Settings) -> int:
     result = train(data_files(_data_dir(args)), model_dir, config)
     print(f"model {result.metadata.version} written to {model_dir}")
     for name, value in result.metrics.items():
-        print(f"  {name:<26}{value:.6g}")
+        print(f"  {name:<34}{value:.6g}")
     if args.register:
         from udfs import registry
 
@@ -383,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=GRAPHS,
         default=GRAPHS[0],
         help="ONNX form of the forest: one tree-ensemble operator, or skl2onnx's",
+    )
+    p.add_argument(
+        "--no-supervised",
+        dest="supervised",
+        action="store_false",
+        help="no supervised stage: the forest's anomaly score decides alerts",
     )
     p.add_argument(
         "--register", metavar="REGISTRY", help="copy the model into a registry"

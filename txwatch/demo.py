@@ -4,7 +4,10 @@ Steps, each printed as it starts:
 
 1. database migrations and daily partitions; sink tables emptied;
 2. Kafka topics created afresh;
-3. a model trained on April-June (kept in ``.run/model`` for later runs);
+3. a model trained on May-June, with April as warm-up: the Isolation Forest
+   and the supervised stage that decides alerts, fitted on the days whose
+   labels were known at the end of June (kept in ``.run/model`` for later
+   runs);
 4. the job started (local Flink mini-cluster, its own process);
 5. June (warm-up: fills the 30-day windows) and July replayed into Kafka,
    with fraud labels as delayed feedback and a few bad messages and
@@ -95,7 +98,10 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
 
     model_dir = settings.path(settings.job.model_dir)
     if plan.retrain or not _model_is_current(model_dir):
-        say(f"training: Isolation Forest on {plan.train_from} .. {plan.train_to}")
+        say(
+            f"training: Isolation Forest and supervised stage on "
+            f"{plan.train_from} .. {plan.train_to}"
+        )
         result = train(
             plan.data_files,
             model_dir,
@@ -106,6 +112,14 @@ def run_demo(settings: Settings, plan: DemoPlan, secrets: dict[str, str]) -> Run
             f"threshold {result.metadata.threshold:.4f}, "
             f"ONNX vs scikit-learn max diff {result.metrics['onnx_max_abs_diff']:.2g}"
         )
+        stage = result.metadata.supervised
+        if stage is not None:
+            print(
+                f"   supervised stage: {stage.trained_rows:,} transactions labelled "
+                f"by {stage.labelled_to} ({stage.trained_frauds:,} frauds), "
+                f"fraud threshold {stage.threshold:.4f}, ONNX vs scikit-learn max "
+                f"diff {result.metrics['supervised_onnx_max_abs_diff']:.2g}"
+            )
     else:
         print(f"   using the model in {model_dir.relative_to(PROJECT_ROOT)}")
     writer = db.connect(
@@ -270,7 +284,7 @@ def measure_drift(
 
 
 def _model_is_current(model_dir: Path) -> bool:
-    """A model exists there and has today's feature set and graph."""
+    """A model exists there and has today's feature set, graph and stages."""
     from training.train import MODEL_FEATURES, TrainingConfig
     from udfs.scoring import ModelError, ModelMetadata
 
@@ -281,6 +295,7 @@ def _model_is_current(model_dir: Path) -> bool:
     return (
         metadata.feature_names == tuple(MODEL_FEATURES)
         and metadata.graph == TrainingConfig.graph
+        and (metadata.supervised is not None) == TrainingConfig.supervised
     )
 
 

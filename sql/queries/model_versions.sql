@@ -26,6 +26,7 @@ SELECT
     m.alias,
     m.registered_at,
     m.threshold,
+    m.fraud_threshold,
     coalesce(u.transactions, 0)                            AS transactions,
     coalesce(u.alerts, 0)                                  AS alerts,
     u.alerts::float8 / nullif(u.transactions, 0)           AS alert_rate,
