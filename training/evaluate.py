@@ -371,6 +371,8 @@ def evaluate(
         seed=seed,
         n_estimators=config.supervised_trees,
         min_samples_leaf=config.supervised_min_leaf,
+        max_samples=config.supervised_max_samples,
+        max_leaf_nodes=config.supervised_max_leaves,
     )
     probability = np.zeros(len(frame))
     probability[test] = fraud_probability(

@@ -5,8 +5,9 @@ only be fitted on transactions whose labels are known: a training window
 that ended at least one label delay ago.
 
 How it works
-    A random forest of fully grown trees (leaves of at least
-    ``min_samples_leaf`` rows) on bootstrap samples; a transaction's score is
+    A random forest of trees grown on bootstrap samples (leaves of at least
+    ``min_samples_leaf`` rows; optionally at most ``max_leaf_nodes`` leaves,
+    each tree on at most ``max_samples`` rows); a transaction's score is
     the mean over the trees of the fraud share in its leaf, in [0, 1], higher
     meaning more likely fraudulent. Trees split on raw values, so a rare
     signal in the tail of a feature (an amount far above the card's usual
@@ -34,9 +35,11 @@ The stage of a served model
     ``check_parity`` on the training rows before it is written.
 
 Limitations: NaN features are routed differently by scikit-learn and by
-onnxruntime; the features of ``udfs.features`` are always finite. The model
-file grows with the training rows (fully grown trees): about 20 kB per tree
-for a week of handbook data, 4 MB for the default 200 trees.
+onnxruntime; the features of ``udfs.features`` are always finite. Without
+``max_samples`` and ``max_leaf_nodes`` the trees grow with the training
+rows: about 20 kB per tree for a week of handbook data, 120 kB for two
+months, and their exact SHAP values cost some 15 and 120 ms per row for 100
+trees; the bounds ``fit_stage`` applies keep both to a week's size or less.
 """
 
 from __future__ import annotations
@@ -68,8 +71,14 @@ def fit_supervised(
     seed: int = 7,
     n_estimators: int = 200,
     min_samples_leaf: int = 5,
+    max_samples: int | None = None,
+    max_leaf_nodes: int | None = None,
 ) -> RandomForestClassifier:
     """A random forest fitted on ``x`` and 0/1 labels ``y``, on one core.
+
+    ``max_samples`` bounds the rows of each tree's bootstrap sample (all rows
+    when there are fewer), ``max_leaf_nodes`` its leaves; None leaves either
+    unbounded.
 
     Raises ValueError when ``y`` holds a single class: there is nothing to
     learn from a window without fraud (or without genuine transactions).
@@ -84,6 +93,10 @@ def fit_supervised(
     model = RandomForestClassifier(
         n_estimators=n_estimators,
         min_samples_leaf=min_samples_leaf,
+        max_samples=None
+        if max_samples is None or max_samples >= len(y)
+        else max_samples,
+        max_leaf_nodes=max_leaf_nodes,
         oob_score=True,
         random_state=seed,
         n_jobs=1,
@@ -204,12 +217,17 @@ def fit_stage(
     seed: int = 7,
     n_estimators: int = 100,
     min_samples_leaf: int = 5,
+    max_samples: int | None = 50_000,
+    max_leaf_nodes: int | None = 128,
 ) -> FittedStage:
     """Fit, export and check the supervised stage on labelled rows.
 
     ``features`` has the ``feature_names`` columns, ``anomaly_scores`` the
     forest's score of each row as the served model computes it, ``y`` the
-    0/1 labels, all known by ``labelled_to``.
+    0/1 labels, all known by ``labelled_to``. Each tree is grown on at most
+    ``max_samples`` rows with at most ``max_leaf_nodes`` leaves, which keeps
+    the model's size, scoring time and SHAP cost the same however long the
+    training window.
     """
     from .train import choose_threshold
 
@@ -220,6 +238,8 @@ def fit_stage(
         seed=seed,
         n_estimators=n_estimators,
         min_samples_leaf=min_samples_leaf,
+        max_samples=max_samples,
+        max_leaf_nodes=max_leaf_nodes,
     )
     oob = out_of_bag_scores(model)
     threshold = choose_threshold(oob, alert_rate)

@@ -90,6 +90,8 @@ class TrainingConfig:
     supervised: bool = True  # fit the supervised stage where labels allow
     supervised_trees: int = 100
     supervised_min_leaf: int = 5
+    supervised_max_samples: int = 50_000  # rows per tree's bootstrap sample
+    supervised_max_leaves: int = 128
 
     def __post_init__(self):
         if self.graph not in GRAPHS:
@@ -250,6 +252,8 @@ def _fit_supervised_stage(
         seed=config.seed,
         n_estimators=config.supervised_trees,
         min_samples_leaf=config.supervised_min_leaf,
+        max_samples=config.supervised_max_samples,
+        max_leaf_nodes=config.supervised_max_leaves,
     )
     (model_dir / SUPERVISED_FILE).write_bytes(stage.onnx_bytes)
     joblib.dump(stage.model, model_dir / SUPERVISED_SKLEARN_FILE)

@@ -13,6 +13,7 @@ from txwatch.corpus import bad_messages
 from txwatch.replay import make_producer, replay, to_messages
 from txwatch.summary import collect
 from udfs.features import FEATURE_NAMES
+from udfs.scoring import ModelMetadata
 
 pytestmark = pytest.mark.slow
 
@@ -95,13 +96,36 @@ def test_every_transaction_is_scored_or_dead_lettered_and_alerts_match(
         for r in frauds.itertuples()
     )
 
+    # The supervised stage's probability decides, or an active rule.
+    stage = ModelMetadata.read(trained_model / "model.json").supervised
+    assert stage is not None
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT count(*) FILTER (WHERE fraud_probability IS NULL),
+                      count(*) FILTER (WHERE is_alert <> (fraud_probability >= %s
+                          OR rule_hits @> '[{"mode": "active"}]')),
+                      count(*) FILTER (WHERE is_alert AND fraud_probability >= %s)
+               FROM scored_transactions""",
+            (stage.threshold, stage.threshold),
+        )
+        missing, disagree, by_probability = cur.fetchone()
+        cur.execute(
+            """SELECT count(*) FROM alerts a JOIN scored_transactions s
+                   USING (transaction_id, event_time)
+               WHERE a.fraud_probability IS DISTINCT FROM s.fraud_probability"""
+        )
+        differ = cur.fetchone()[0]
+    assert (missing, disagree, differ) == (0, 0, 0)
+    assert by_probability > 0
+
     with conn.cursor() as cur:
         cur.execute("SELECT reasons FROM alerts")
         reasons = [r[0] for r in cur.fetchall()]
     assert all(isinstance(r, list) for r in reasons)
     explained = [r for r in reasons if r]
     assert len(explained) >= 0.9 * len(reasons)
-    assert all(r[0]["contribution"] < 0 and r[0]["text"] for r in explained)
+    # Reasons of the stage: fraud-probability points, positive towards fraud.
+    assert all(r[0]["contribution"] > 0 and r[0]["text"] for r in explained)
     conn.close()
 
 
