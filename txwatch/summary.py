@@ -170,16 +170,21 @@ def quality(
     conn, labels: pd.DataFrame, from_ms: int | None = None, to_ms: int | None = None
 ) -> dict[str, float]:
     """Precision, recall and alert rate of the stored alerts on labelled rows
-    with ``from_ms <= event time < to_ms`` (either end may be None)."""
+    with ``from_ms <= event time < to_ms`` (either end may be None), and the
+    ranking quality of the anomaly score and, where every row has one, of
+    the fraud probability."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT transaction_id, is_alert, score FROM scored_transactions "
+            "SELECT transaction_id, is_alert, score, fraud_probability "
+            "FROM scored_transactions "
             "WHERE event_time >= to_timestamp(%s / 1000.0) "
             "AND (%s::bigint IS NULL OR event_time < to_timestamp(%s / 1000.0))",
             ((from_ms or 0), to_ms, to_ms),
         )
         rows = cur.fetchall()
-    scored = pd.DataFrame(rows, columns=["transaction_id", "is_alert", "score"])
+    scored = pd.DataFrame(
+        rows, columns=["transaction_id", "is_alert", "score", "fraud_probability"]
+    )
     truth = labels.assign(transaction_id=labels["transaction_id"].astype(str))
     if from_ms is not None:
         truth = truth[truth["event_time_ms"] >= from_ms]
@@ -200,8 +205,12 @@ def quality(
     if fraud.any() and not fraud.all():
         from sklearn.metrics import average_precision_score, roc_auc_score
 
-        out["AUC-ROC (score)"] = float(roc_auc_score(fraud, merged["score"]))
-        out["average precision"] = float(
-            average_precision_score(fraud, merged["score"])
-        )
+        ranked = {"anomaly score": merged["score"]}
+        if merged["fraud_probability"].notna().all():
+            ranked["fraud probability"] = merged["fraud_probability"].astype(float)
+        for name, values in ranked.items():
+            out[f"AUC-ROC ({name})"] = float(roc_auc_score(fraud, values))
+            out[f"average precision ({name})"] = float(
+                average_precision_score(fraud, values)
+            )
     return out
