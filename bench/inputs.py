@@ -1,9 +1,10 @@
 """What the benchmark runs on: handbook slices and models trained as usual.
 
-``prepare`` trains the Isolation Forest with ``training.train`` (the project's
-features, ``MODEL_FEATURES``, 100 trees, skl2onnx export and its parity
-check) on a short window, writes the same forest as a compact graph next to
-it, and computes the feature rows of that window for the scoring kernel. The
+``prepare`` trains a model with ``training.train`` (the Isolation Forest on
+the project's features, ``MODEL_FEATURES``, 100 trees, skl2onnx export and
+its parity check, and the supervised stage on the window's known labels) on
+a short window, writes the same model with the forest as a compact graph
+next to it, and computes the feature rows of that window for the scoring kernel. The
 stream the job and its peers read is a later slice: July 2018.
 """
 
@@ -60,7 +61,7 @@ def prepare(data_dir: Path, work_dir: Path, seed: int = 7) -> Inputs:
     forest = joblib.load(skl2onnx_dir / SKLEARN_FILE)
     metadata = ModelMetadata.read(skl2onnx_dir / METADATA_FILE)
     compact_dir = work_dir / "model-compact"
-    write_compact_model(forest, compact_dir, metadata)
+    write_compact_model(forest, compact_dir, metadata, stage_dir=skl2onnx_dir)
     logger.info("model %s trained: %s", result.metadata.version, result.metrics)
 
     frame = load_handbook(files, TRAINING.history_from, TRAINING.train_to)

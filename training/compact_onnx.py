@@ -250,19 +250,37 @@ def check_parity(
 
 
 def write_compact_model(
-    forest: IsolationForest, model_dir: str | Path, metadata: ModelMetadata
+    forest: IsolationForest,
+    model_dir: str | Path,
+    metadata: ModelMetadata,
+    stage_dir: str | Path | None = None,
 ) -> ModelMetadata:
     """Write ``forest`` as a model directory whose graph is the compact one.
 
     ``metadata`` gives the threshold, risk quantiles and feature names (as
     ``training.train`` computes them); the version gets a ``-compact`` suffix
     so that rows scored by either graph can be told apart. The fitted forest
-    is saved next to the graph for the explanations of alerts.
+    is saved next to the graph for the explanations of alerts. When
+    ``metadata`` has a supervised stage, its files are copied from the model
+    directory ``stage_dir``.
     """
+    import shutil
+
     import joblib
 
+    from udfs.explain import SUPERVISED_SKLEARN_FILE
+    from udfs.scoring import SUPERVISED_FILE
+
+    if metadata.supervised is not None and stage_dir is None:
+        raise ValueError(
+            "the metadata has a supervised stage: give stage_dir, the model "
+            "directory its files are copied from"
+        )
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    if metadata.supervised is not None:
+        for name in (SUPERVISED_FILE, SUPERVISED_SKLEARN_FILE):
+            shutil.copyfile(Path(stage_dir) / name, model_dir / name)
     onnx_bytes = export_compact(forest, len(metadata.feature_names))
     compact = replace(
         metadata,

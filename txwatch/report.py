@@ -18,6 +18,10 @@ Contents, in order:
 * score distribution of confirmed fraud against the rest;
 * precision and recall of each rule and of the model;
 * precision and recall of the model's score at every threshold;
+
+"Score" is the score that decides alerts (``DECISION_SCORE``): the fraud
+probability where the model has a supervised stage, else the anomaly score,
+with the matching threshold of ``model_versions``.
 * feature drift: the PSI per feature and window from ``drift_metrics``; when
   that table has nothing for the period, the shift of each feature's daily
   mean from its first-day mean, in first-day standard deviations, computed
@@ -57,6 +61,11 @@ from txwatch.config import Settings, load
 from txwatch.queries import format_value, run_query
 
 logger = logging.getLogger(__name__)
+
+# The score an alert is decided on, per row of scored_transactions, and its
+# threshold per row of model_versions.
+DECISION_SCORE = "coalesce(fraud_probability, score)"
+DECISION_THRESHOLD = "coalesce(m.fraud_threshold, m.threshold)"
 
 UTC = timezone.utc
 DEFAULT_DAYS = 30
@@ -166,12 +175,12 @@ def _read(conn, days: int) -> ReportData | None:
 
 def _summary(cur, window: dict, frauds: int) -> list[tuple[str, str]]:
     cur.execute(
-        """
+        f"""
         SELECT count(*), count(*) FILTER (WHERE is_alert),
                count(*) FILTER (WHERE is_late),
                count(DISTINCT card_id), count(DISTINCT terminal_id),
                count(DISTINCT model_version), string_agg(DISTINCT model_version, ', '),
-               avg(score), sum(amount)
+               avg({DECISION_SCORE}), sum(amount)
         FROM scored_transactions
         WHERE event_time >= %(since)s AND event_time <= %(until)s
         """,
@@ -256,10 +265,11 @@ def _terminals(conn) -> tuple[list[str], list[tuple]]:
 
 def _hourly(cur, window: dict) -> list[tuple]:
     cur.execute(
-        """
+        f"""
         SELECT date_bin(interval '1 hour', event_time, timestamptz '2000-01-01Z'),
-               count(*), count(*) FILTER (WHERE is_alert), avg(score),
-               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY score)
+               count(*), count(*) FILTER (WHERE is_alert), avg({DECISION_SCORE}),
+               percentile_cont(ARRAY[0.5, 0.95, 0.99])
+                   WITHIN GROUP (ORDER BY {DECISION_SCORE})
         FROM scored_transactions
         WHERE event_time >= %(since)s AND event_time <= %(until)s
         GROUP BY 1 ORDER BY 1
@@ -271,8 +281,8 @@ def _hourly(cur, window: dict) -> list[tuple]:
 
 def _histogram(cur, window: dict) -> list[tuple[int, int, int]]:
     cur.execute(
-        """
-        SELECT least(width_bucket(s.score, 0, 1, %(bins)s), %(bins)s) AS bin,
+        f"""
+        SELECT least(width_bucket({DECISION_SCORE}, 0, 1, %(bins)s), %(bins)s) AS bin,
                count(*) FILTER (WHERE f.transaction_id IS NULL),
                count(*) FILTER (WHERE f.transaction_id IS NOT NULL)
         FROM scored_transactions s
@@ -286,10 +296,10 @@ def _histogram(cur, window: dict) -> list[tuple[int, int, int]]:
 
 
 def _threshold(cur, window: dict) -> float | None:
-    """The threshold of the model version that scored the latest transaction."""
+    """The alert threshold of the model version that scored the latest transaction."""
     cur.execute(
-        """
-        SELECT m.threshold FROM model_versions m
+        f"""
+        SELECT {DECISION_THRESHOLD} FROM model_versions m
         WHERE m.version = (SELECT model_version FROM scored_transactions
                            WHERE event_time <= %(until)s
                            ORDER BY event_time DESC LIMIT 1)
@@ -409,7 +419,9 @@ def _scores_over_time(data: ReportData) -> Plot:
     return Plot(
         "scores-over-time",
         "Scores over time",
-        "Hourly statistics of the anomaly score (higher is more anomalous).",
+        "Hourly statistics of the score that decides alerts: the fraud probability "
+        "where the model has a supervised stage, else the anomaly score (higher is "
+        "more suspect).",
         _png(figure),
     )
 
