@@ -21,10 +21,11 @@ from sklearn.ensemble import IsolationForest
 
 from training.compact_onnx import write_compact_model
 from training.dataset import compute_features, data_files, load_handbook
+from training.supervised import stage_inputs
 from training.train import MODEL_FEATURES, TrainingConfig, train
 from udfs.explain import SKLEARN_FILE
 from udfs.features import FEATURE_NAMES
-from udfs.scoring import METADATA_FILE, ModelMetadata
+from udfs.scoring import METADATA_FILE, ModelMetadata, Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class Inputs:
     compact_dir: Path
     feature_rows: np.ndarray  # MODEL_FEATURES columns, float64, shuffled
     stream: pd.DataFrame  # handbook rows, event-time order, for Kafka
+    # The supervised stage's inputs of the same rows (every feature, then the
+    # anomaly score), float32; None when the model has no stage.
+    stage_rows: np.ndarray | None = None
 
     @property
     def threshold(self) -> float:
@@ -67,8 +71,13 @@ def prepare(data_dir: Path, work_dir: Path, seed: int = 7) -> Inputs:
     frame = load_handbook(files, TRAINING.history_from, TRAINING.train_to)
     matrix, duplicates, _ = compute_features(frame, TRAINING.label_delay_days)
     columns = [FEATURE_NAMES.index(name) for name in MODEL_FEATURES]
-    rows = matrix[~duplicates][:, columns]
-    rows = rows[np.random.default_rng(seed).permutation(len(rows))]
+    order = np.random.default_rng(seed).permutation(int((~duplicates).sum()))
+    everything = matrix[~duplicates][order]
+    rows = everything[:, columns]
+    stage_rows = None
+    if metadata.supervised is not None:
+        scores = Scorer(skl2onnx_dir).score(rows.astype(np.float32))
+        stage_rows = stage_inputs(everything, scores)
 
     stream = load_handbook(files, *STREAM)
-    return Inputs(forest, metadata, skl2onnx_dir, compact_dir, rows, stream)
+    return Inputs(forest, metadata, skl2onnx_dir, compact_dir, rows, stream, stage_rows)

@@ -9,21 +9,29 @@ median of three timed windows; BLAS and OpenMP pools are held to one thread.
 
 Parity is checked on every row: the largest score difference from
 scikit-learn and the number of rows flagged differently at the threshold.
+
+When the model has a supervised stage, its random forest is timed the same
+way, scikit-learn's ``predict_proba`` against its ONNX graph, on the stage's
+inputs of the same rows; and the reasons of an alert (exact SHAP values,
+``udfs.explain``) are timed per row for the stage and for the forest.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import joblib
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bench.inputs import Inputs
 from bench.timing import median_rate
 from training.compact_onnx import export_compact
+from udfs.explain import SUPERVISED_SKLEARN_FILE
 from udfs.scoring import METADATA_FILE, MODEL_FILE, Scorer
 
 logger = logging.getLogger(__name__)
@@ -47,17 +55,26 @@ def run(inputs: Inputs, seconds: float, progress) -> dict:
     tracked = _tracked_session(inputs)
 
     methods = {
-        "scikit-learn score_samples": lambda batch: -forest.score_samples(batch),
-        **{name: scorer.score for name, scorer in scorers.items()},
-        "compact graph, NaN like scikit-learn": tracked,
+        "scikit-learn score_samples": (lambda b: -forest.score_samples(b), x32),
+        **{name: (scorer.score, x32) for name, scorer in scorers.items()},
+        "compact graph, NaN like scikit-learn": (tracked, x32),
     }
+    stage = None
+    if inputs.stage_rows is not None:
+        stage = joblib.load(inputs.compact_dir / SUPERVISED_SKLEARN_FILE)
+        fraud = scorers["compact graph (Scorer)"].fraud_probability
+        methods["supervised stage, scikit-learn predict_proba"] = (
+            lambda b: stage.predict_proba(b)[:, 1],
+            inputs.stage_rows,
+        )
+        methods["supervised stage, ONNX (Scorer)"] = (fraud, inputs.stage_rows)
     rates: dict[str, dict[str, float]] = {}
     with threadpool_limits(limits=1):
-        for name, method in methods.items():
+        for name, (method, data) in methods.items():
             rates[name] = {}
             for size in BATCHES:
                 rate = median_rate(
-                    _walker(method, x32, size), size, seconds, min_calls=2
+                    _walker(method, data, size), size, seconds, min_calls=2
                 )
                 rates[name][str(size)] = rate
                 progress(f"kernel  {name:<38} batch {size:>7,}: {rate:>12,.0f} rows/s")
@@ -66,13 +83,46 @@ def run(inputs: Inputs, seconds: float, progress) -> dict:
             name: _parity(forest, scorer, rows, inputs.threshold)
             for name, scorer in scorers.items()
         }
+        reasons = _reasons_cost(inputs, scorers["compact graph (Scorer)"])
     for name, check in parity.items():
         progress(
             f"kernel  parity of {name}: max |diff| {check['max_abs_diff']:.2e}, "
             f"{check['flagged_differently']} rows flagged differently "
             f"of {check['rows']:,}"
         )
-    return {"rows_per_second": rates, "parity": parity, "batches": list(BATCHES)}
+    for name, ms in reasons.items():
+        progress(f"kernel  reasons of an alert, {name}: {ms:.2f} ms per row")
+    return {
+        "rows_per_second": rates,
+        "parity": parity,
+        "batches": list(BATCHES),
+        "reasons_ms_per_row": reasons,
+    }
+
+
+def _reasons_cost(inputs: Inputs, scorer: Scorer, rows: int = 50) -> dict:
+    """Milliseconds per row of an alert's reasons, forest and stage."""
+    from udfs.explain import Explainer
+
+    out = {}
+    forest_only = replace(inputs.metadata, supervised=None)
+    explainers = [("Isolation Forest", Explainer(inputs.compact_dir, forest_only))]
+    if inputs.stage_rows is not None:
+        explainers.append(
+            ("supervised stage", Explainer(inputs.compact_dir, inputs.metadata))
+        )
+    for name, explainer in explainers:
+        if name == "supervised stage":
+            data = inputs.stage_rows
+            top = np.argsort(-scorer.fraud_probability(data))[:rows]
+        else:
+            data = inputs.feature_rows.astype(np.float32)
+            top = np.argsort(-scorer.score(data))[:rows]
+        explainer.explain(data[top[:2]])  # warm up
+        started = time.perf_counter()
+        explainer.explain(data[top])
+        out[name] = (time.perf_counter() - started) * 1e3 / len(top)
+    return out
 
 
 def _walker(method, x32: np.ndarray, size: int):
@@ -93,7 +143,8 @@ def _tracked_session(inputs: Inputs):
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory)
         (path / MODEL_FILE).write_bytes(graph)
-        replace(inputs.metadata, graph="compact").write(path / METADATA_FILE)
+        forest_only = replace(inputs.metadata, graph="compact", supervised=None)
+        forest_only.write(path / METADATA_FILE)
         scorer = Scorer(path, threads=1)  # the session holds the graph in memory
     return scorer.score
 

@@ -196,6 +196,8 @@ def _kernel(section: dict, sections: dict) -> list[str]:
             f"{check['flagged_differently']} rows flagged differently "
             f"({_n(check['flagged'])} flagged)."
         )
+    for name, ms in section.get("reasons_ms_per_row", {}).items():
+        lines.append(f"- reasons of an alert (exact SHAP), {name}: {ms:.2f} ms a row.")
     return lines
 
 

@@ -124,10 +124,12 @@ def test_a_challenger_scores_every_row_in_shadow_and_never_alerts(
     champion_dir = tmp_path / "champion"
     shutil.copytree(trained_model, champion_dir)
     champion = registry.register(root := tmp_path / "registry", champion_dir)
-    # Same forest, a threshold at the training 80th percentile: it would alert
-    # far more often than the champion.
+    # The champion decides on its supervised stage. The challenger is the same
+    # forest without a stage, deciding on its anomaly score at the training
+    # 80th percentile: it would alert far more often than the champion.
     challenger_dir = _variant(trained_model, tmp_path / "m2", "shadow-two")
     meta = json.loads((challenger_dir / "model.json").read_text())
+    assert meta.pop("supervised") is not None
     meta["threshold"] = meta["risk_quantiles"][800]
     (challenger_dir / "model.json").write_text(json.dumps(meta))
     challenger = registry.register(root, challenger_dir)
@@ -148,7 +150,7 @@ def test_a_challenger_scores_every_row_in_shadow_and_never_alerts(
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT transaction_id, score, is_alert, challenger_score,"
-                " challenger_version, challenger_alert, rule_hits"
+                " challenger_version, challenger_alert, rule_hits, fraud_probability"
                 " FROM scored_transactions WHERE transaction_id = ANY(%s)",
                 ([str(t) for t in batch["transaction_id"]],),
             )
@@ -160,11 +162,13 @@ def test_a_challenger_scores_every_row_in_shadow_and_never_alerts(
     # forest on the same features gives the same score.
     assert {r[4] for r in first} == {challenger}
     assert all(abs(r[3] - r[1]) < 1e-9 for r in first)
-    # Alerts follow the champion's threshold (or an active rule) only.
-    threshold = json.loads((champion_dir / "model.json").read_text())["threshold"]
-    for _, score, is_alert, shadow_score, _, shadow_alert, hits in first + second:
+    # Alerts follow the champion's stage (or an active rule) only.
+    champion_meta = json.loads((champion_dir / "model.json").read_text())
+    threshold = champion_meta["supervised"]["threshold"]
+    for row in first + second:
+        _, _, is_alert, shadow_score, _, shadow_alert, hits, probability = row
         active = any(h["mode"] == "active" for h in hits)
-        assert is_alert == (score >= threshold or active)
+        assert is_alert == (probability >= threshold or active)
         if shadow_score is not None:
             assert shadow_alert == (shadow_score >= meta["threshold"] or active)
     would_only = {r[0] for r in first if r[5] and not r[2]}
