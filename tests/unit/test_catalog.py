@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from model_factory import make_model
 
 from txwatch.catalog import entries
@@ -22,6 +24,26 @@ def test_a_model_directory_is_one_champion(tmp_path):
         meta.threshold,
     )
     assert "25 trees" in entry.notes and "amount" in entry.notes
+    assert entry.fraud_threshold is None  # no supervised stage: the forest decides
+
+
+def test_a_supervised_stage_gives_the_threshold_that_decides(tmp_path):
+    model_dir = make_model(tmp_path / "model", seed=1)
+    meta = json.loads((model_dir / "model.json").read_text())
+    meta["supervised"] = {
+        "feature_names": ["amount", "anomaly_score"],
+        "threshold": 0.42,
+        "trained_rows": 1000,
+        "trained_frauds": 12,
+        "labelled_to": "2018-06-24",
+    }
+    (model_dir / "model.json").write_text(json.dumps(meta))
+
+    (entry,) = entries(model_dir)
+
+    assert (entry.threshold, entry.fraud_threshold) == (meta["threshold"], 0.42)
+    assert "Supervised stage (decides alerts)" in entry.notes
+    assert "1000 labelled transactions (12 frauds) up to 2018-06-24" in entry.notes
 
 
 def test_a_registry_gives_every_version_and_its_pointer(tmp_path):
