@@ -78,8 +78,13 @@ from .backtest import ANY_ACTIVE, backtest
 from .baseline import BASELINE_FEATURES, baseline_features, fit_baseline
 from .dataset import compute_features, load_handbook
 from .metrics import detection_summary
-from .supervised import fit_stage, fraud_probability, stage_inputs
-from .train import MODEL_FEATURES, TrainingConfig, choose_threshold
+from .supervised import fraud_probability, stage_inputs
+from .train import (
+    MODEL_FEATURES,
+    TrainingConfig,
+    choose_threshold,
+    fit_configured_stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -360,19 +365,12 @@ def evaluate(
     }
 
     logger.info("fitting the supervised stage")
-    config = TrainingConfig()
-    stage = fit_stage(
+    stage = fit_configured_stage(
+        TrainingConfig(target_alert_rate=target_alert_rate, seed=seed),
         matrix[train],
         forest_scores[train],
         y_train,
-        FEATURE_NAMES,
         train_to,
-        target_alert_rate,
-        seed=seed,
-        n_estimators=config.supervised_trees,
-        min_samples_leaf=config.supervised_min_leaf,
-        max_samples=config.supervised_max_samples,
-        max_leaf_nodes=config.supervised_max_leaves,
     )
     probability = np.zeros(len(frame))
     probability[test] = fraud_probability(

@@ -47,7 +47,7 @@ from udfs.scoring import GRAPHS, SUPERVISED_FILE, ModelMetadata, Scorer
 from .compact_onnx import export_compact
 from .dataset import compute_features, load_handbook
 from .export import compare_scores, export_onnx
-from .supervised import fit_stage
+from .supervised import FittedStage, fit_stage
 
 logger = logging.getLogger(__name__)
 
@@ -242,18 +242,12 @@ def _fit_supervised_stage(
         )
         return {}
     logger.info("fitting the supervised stage on %d labelled rows", int(known.sum()))
-    stage = fit_stage(
+    stage = fit_configured_stage(
+        config,
         labels.features[known],
         anomaly_scores[known],
         y[known],
-        FEATURE_NAMES,
         labels.known_to,
-        config.target_alert_rate,
-        seed=config.seed,
-        n_estimators=config.supervised_trees,
-        min_samples_leaf=config.supervised_min_leaf,
-        max_samples=config.supervised_max_samples,
-        max_leaf_nodes=config.supervised_max_leaves,
     )
     (model_dir / SUPERVISED_FILE).write_bytes(stage.onnx_bytes)
     joblib.dump(stage.model, model_dir / SUPERVISED_SKLEARN_FILE)
@@ -273,6 +267,32 @@ def _fit_supervised_stage(
         "supervised_threshold": stage.metadata.threshold,
         "supervised_onnx_max_abs_diff": stage.parity,
     }
+
+
+def fit_configured_stage(
+    config: TrainingConfig,
+    features: np.ndarray,
+    anomaly_scores: np.ndarray,
+    y: np.ndarray,
+    labelled_to: str,
+) -> FittedStage:
+    """``training.supervised.fit_stage`` with ``config``'s settings.
+
+    ``features`` has every column of ``udfs.features``.
+    """
+    return fit_stage(
+        features,
+        anomaly_scores,
+        y,
+        FEATURE_NAMES,
+        labelled_to,
+        config.target_alert_rate,
+        seed=config.seed,
+        n_estimators=config.supervised_trees,
+        min_samples_leaf=config.supervised_min_leaf,
+        max_samples=config.supervised_max_samples,
+        max_leaf_nodes=config.supervised_max_leaves,
+    )
 
 
 def write_reference(model_dir: Path, x: np.ndarray, names, scores: np.ndarray) -> None:

@@ -201,14 +201,9 @@ class Scorer:
 
     def score(self, matrix: np.ndarray) -> np.ndarray:
         """Anomaly scores (higher is more anomalous) of a 2-D feature matrix."""
-        if matrix.ndim != 2 or matrix.shape[1] != len(self.metadata.feature_names):
-            raise ModelError(
-                f"expected a matrix of {len(self.metadata.feature_names)} columns, "
-                f"got shape {matrix.shape}"
-            )
-        if matrix.shape[0] == 0:
+        x = _checked(matrix, len(self.metadata.feature_names), "the forest")
+        if x is None:
             return np.empty(0, dtype=np.float64)
-        x = np.ascontiguousarray(matrix, dtype=np.float32)
         out = self.session.run([self._output], {self._input: x})[0].reshape(-1)
         out = out.astype(np.float64)
         if self.metadata.graph == "compact":
@@ -229,14 +224,9 @@ class Scorer:
         stage = self.metadata.supervised
         if stage is None:
             raise ModelError(f"model {self.version} has no supervised stage")
-        if inputs.ndim != 2 or inputs.shape[1] != len(stage.feature_names):
-            raise ModelError(
-                f"the supervised stage takes {len(stage.feature_names)} columns, "
-                f"got shape {inputs.shape}"
-            )
-        if inputs.shape[0] == 0:
+        x = _checked(inputs, len(stage.feature_names), "the supervised stage")
+        if x is None:
             return np.empty(0, dtype=np.float64)
-        x = np.ascontiguousarray(inputs, dtype=np.float32)
         out = self._supervised.run([SUPERVISED_OUTPUT], {SUPERVISED_INPUT: x})[0]
         return out[:, FRAUD_COLUMN].astype(np.float64)
 
@@ -269,6 +259,20 @@ class Scorer:
 SUPERVISED_INPUT = "X"
 SUPERVISED_OUTPUT = "probabilities"
 FRAUD_COLUMN = 1
+
+
+def _checked(matrix: np.ndarray, width: int, model: str) -> np.ndarray | None:
+    """``matrix`` as contiguous float32, None when it has no rows.
+
+    Raises ModelError unless it is 2-D with ``width`` columns.
+    """
+    if matrix.ndim != 2 or matrix.shape[1] != width:
+        raise ModelError(
+            f"{model} takes a matrix of {width} columns, got shape {matrix.shape}"
+        )
+    if matrix.shape[0] == 0:
+        return None
+    return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
 def _session(path: Path, threads: int, width: int):

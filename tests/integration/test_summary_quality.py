@@ -72,16 +72,21 @@ def _rows(seed: int = 5, n: int = 400) -> pd.DataFrame:
     )
 
 
+def _quality(pg_admin, database, rows: pd.DataFrame) -> dict:
+    """``quality`` of ``rows`` once stored in ``database``."""
+    conn = pg_admin.connect(database.database)
+    try:
+        _fill(conn, rows)
+        return quality(conn, rows[["transaction_id", "event_time_ms", "label"]])
+    finally:
+        conn.close()
+
+
 def test_quality_ranks_both_scores_when_every_row_has_a_probability(
     pg_admin, migrated_db
 ):
     rows = _rows()
-    conn = pg_admin.connect(migrated_db.database)
-    try:
-        _fill(conn, rows)
-        got = quality(conn, rows[["transaction_id", "event_time_ms", "label"]])
-    finally:
-        conn.close()
+    got = _quality(pg_admin, migrated_db, rows)
 
     fraud = rows["label"].to_numpy(dtype=bool)
     flagged = rows["is_alert"].to_numpy()
@@ -101,12 +106,7 @@ def test_without_a_probability_on_every_row_only_the_anomaly_score_is_ranked(
 ):
     rows = _rows()
     rows.loc[:9, "fraud_probability"] = np.nan  # scored by a model without a stage
-    conn = pg_admin.connect(migrated_db.database)
-    try:
-        _fill(conn, rows)
-        got = quality(conn, rows[["transaction_id", "event_time_ms", "label"]])
-    finally:
-        conn.close()
+    got = _quality(pg_admin, migrated_db, rows)
 
     assert "AUC-ROC (anomaly score)" in got
     assert not any("fraud probability" in name for name in got)
