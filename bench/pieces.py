@@ -31,7 +31,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from bench.featurepath import FeaturePath
@@ -282,19 +281,13 @@ def _score_batch(featured: list, model_dir: Path, batch_size: int) -> dict:
     outputs = [function.eval(*columns) for columns in batches]
     eval_seconds = time.perf_counter() - started
 
-    matrices = [
-        pd.concat(columns, axis=1)
-        .set_axis(names, axis=1)[list(scorer.metadata.feature_names)]
-        .to_numpy(dtype=np.float32)
-        for columns in batches
-    ]
+    frames = [pd.concat(columns, axis=1).set_axis(names, axis=1) for columns in batches]
     started = time.perf_counter()
-    scores = [scorer.score(m) for m in matrices]
+    decisions = [scorer.decide(frame) for frame in frames]
     score_seconds = time.perf_counter() - started
-    alerting = [m[s >= scorer.threshold] for m, s in zip(matrices, scores, strict=True)]
     started = time.perf_counter()
-    for m in alerting:
-        explainer.explain(m)
+    for decision in decisions:
+        explainer.explain(decision.explained[decision.alerts])
     explain_seconds = time.perf_counter() - started
 
     result = {

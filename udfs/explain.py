@@ -152,7 +152,14 @@ class Explainer:
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """Per-feature contributions, shape ``(rows, features)``."""
-        values = self.tree_explainer.shap_values(np.asarray(matrix, dtype=np.float64))
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.names):
+            # shap's tree walker would read past the rows' ends
+            raise ValueError(
+                f"the explainer takes rows of {len(self.names)} inputs "
+                f"({', '.join(self.names[:3])}, ...), got shape {matrix.shape}"
+            )
+        values = self.tree_explainer.shap_values(matrix)
         if self._column is None:
             return np.asarray(values)
         if isinstance(values, list):  # one array per class (older shap)

@@ -17,10 +17,14 @@ from udfs import registry
 pytestmark = pytest.mark.slow
 
 
-def _variant(source, target, version: str, broken: bool = False):
+def _variant(source, target, version: str, broken: bool = False, stage: bool = True):
+    """A copy of the model ``source`` as ``version``; ``stage=False`` drops its
+    supervised stage, so that its anomaly score decides."""
     shutil.copytree(source, target)
     meta = json.loads((target / "model.json").read_text())
     meta["version"] = version
+    if not stage:
+        meta["supervised"] = None
     (target / "model.json").write_text(json.dumps(meta))
     if broken:
         (target / "model.onnx").write_bytes(b"\x00not an onnx graph")
@@ -78,8 +82,10 @@ def test_a_promoted_model_scores_the_next_records_and_a_broken_one_is_refused(
 ):
     root = tmp_path / "registry"
     first = registry.register(root, trained_model)
+    # The first model decides on its supervised stage, the second (the same
+    # forest) on its anomaly score alone.
     second = registry.register(
-        root, _variant(trained_model, tmp_path / "m2", "swap-two")
+        root, _variant(trained_model, tmp_path / "m2", "swap-two", stage=False)
     )
     broken_dir = registry.version_dir(root, "swap-broken")
     _variant(trained_model, broken_dir, "swap-broken", broken=True)
@@ -110,6 +116,26 @@ def test_a_promoted_model_scores_the_next_records_and_a_broken_one_is_refused(
     assert versions[0] == {first: 1_000}
     assert versions[1] == {second: 1_000}
     assert versions[2] == {second: 1_000}  # the broken model was refused
+
+    stage = registry.version_dir(root, first) / "model.json"
+    stage_threshold = json.loads(stage.read_text())["supervised"]["threshold"]
+    forest_threshold = json.loads(
+        (registry.version_dir(root, second) / "model.json").read_text()
+    )["threshold"]
+    with conn.cursor() as cur:
+        for i, batch in enumerate(batches):
+            cur.execute(
+                "SELECT score, fraud_probability, is_alert, rule_hits"
+                " FROM scored_transactions WHERE transaction_id = ANY(%s)",
+                ([str(t) for t in batch["transaction_id"]],),
+            )
+            for score, probability, is_alert, hits in cur.fetchall():
+                active = any(h["mode"] == "active" for h in hits)
+                if i == 0:
+                    assert is_alert == (probability >= stage_threshold or active)
+                else:  # no stage: no probability, the anomaly score decides
+                    assert probability is None
+                    assert is_alert == (score >= forest_threshold or active)
 
     summary = collect(stack.settings, conn)
     assert summary.scored_rows == 3_000 and summary.accounted

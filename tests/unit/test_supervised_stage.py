@@ -188,3 +188,15 @@ def test_the_scoring_step_writes_the_probability_and_alerts_on_it_or_a_rule(
     np.testing.assert_array_equal(out["is_alert"].to_numpy(), expected)
     reasons = out.loc[decision.alerts, "reasons"].map(json.loads)
     assert all(r and r[0]["contribution"] > 0 for r in reasons)
+
+
+def test_the_explainer_refuses_rows_of_another_width(model, data):
+    frame, _ = data
+    scorer = Scorer(model.model_dir)
+    explainer = Explainer(model.model_dir, scorer.metadata)
+    forest_rows = frame[list(FEATURES)].to_numpy()[:5]  # the forest's inputs only
+
+    with pytest.raises(
+        ValueError, match=f"takes rows of {len(FEATURE_NAMES) + 1} inputs"
+    ):
+        explainer.explain(forest_rows)
