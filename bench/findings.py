@@ -280,11 +280,27 @@ class _Facts:
         explain = self.micros.get("  of which explanations, skl2onnx")
         if not (skl and compact):
             return []
+        reasons = self.sections.get("kernel", {}).get("reasons_ms_per_row", {})
+        stage_ms = reasons.get("supervised stage")
+        alert_share = ""
+        if self.p1 and self.p1.get("rows"):
+            share = self.p1["alerts_table"] / self.p1["rows"]
+            alert_share = (
+                f"; {share:.1%} of run p1's rows alerted (the stream starts with "
+                "empty card and terminal state, and a model trained on two weeks "
+                "of April)"
+            )
+        cost = (
+            f" The reasons are exact SHAP values: {stage_ms:,.1f} ms per alerting "
+            f"row for the supervised stage{alert_share}."
+            if stage_ms
+            else ""
+        )
         return [
             f"- **Scoring is cheap either way:** {skl:,.1f} us per row with skl2onnx's "
-            f"graph, {compact:,.1f} with the compact graph, on 5,000-row batches; "
-            f"explaining the alerting rows adds {explain or 0:,.1f} us per row on "
-            "average."
+            f"graph, {compact:,.1f} with the compact graph, on 5,000-row batches, "
+            f"both stages; explaining the alerting rows adds {explain or 0:,.1f} us "
+            f"per row on average.{cost}"
         ]
 
     def latency(self) -> list[str]:

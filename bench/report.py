@@ -113,10 +113,21 @@ def _header(meta: dict) -> list[str]:
         "",
         f"Model: `{model.get('version', '?')}`, Isolation Forest of "
         f"{model.get('trees', '?')} trees on {len(model.get('features', []))} features "
-        f"({', '.join(model.get('features', []))}), trained by `training.train` on "
-        "handbook days 2018-04-08 .. 2018-04-21. Stream: handbook transactions from "
-        "2018-07-01 on, in the JSON input contract, with fraud labels as feedback.",
+        f"({', '.join(model.get('features', []))}){_stage(model)}, trained by "
+        "`training.train` on handbook days 2018-04-08 .. 2018-04-21. Stream: "
+        "handbook transactions from 2018-07-01 on, in the JSON input contract, with "
+        "fraud labels as feedback.",
     ]
+
+
+def _stage(model: dict) -> str:
+    stage = model.get("supervised")
+    if not stage:
+        return ""
+    return (
+        f", and a supervised stage on {stage['inputs']} inputs deciding alerts "
+        f"(labels known by {stage['labelled_to']}, {stage['frauds']:,} frauds)"
+    )
 
 
 def _targets(sections: dict) -> list[str]:

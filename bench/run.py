@@ -169,6 +169,14 @@ def run(
             "trees": inputs.metadata.n_estimators,
             "threshold": inputs.threshold,
         }
+        stage = inputs.metadata.supervised
+        if stage is not None:
+            results["meta"]["model"]["supervised"] = {
+                "inputs": len(stage.feature_names),
+                "labelled_to": stage.labelled_to,
+                "frauds": stage.trained_frauds,
+                "threshold": stage.threshold,
+            }
         services = None
         try:
             for section in sections:
