@@ -255,7 +255,10 @@ def retrain(
     in_train &= ~duplicates
     in_eval &= ~duplicates
 
-    say(f"fitting the forest on {int(in_train.sum()):,} transactions")
+    say(
+        f"fitting the forest and its supervised stage on {int(in_train.sum()):,} "
+        "transactions"
+    )
     tick = time.monotonic()
     columns = [FEATURE_NAMES.index(name) for name in config.features]
     x = matrix[in_train][:, columns]
