@@ -1,6 +1,7 @@
 -- Which alerts should an investigator look at first? Recent alerts with no
--- fraud label yet, highest risk first, with reasons, rule hits and how many
--- alerts the same card raised in the period.
+-- fraud label yet, most probably fraud first (the supervised stage's fraud
+-- probability; alerts of a model without one follow, by anomaly risk), with
+-- reasons, rule hits and how many alerts the same card raised in the period.
 --
 -- @param days int = 1  how many days back from the latest alert
 -- @param top int = 50  how many alerts to list
@@ -20,6 +21,7 @@ SELECT
     r.card_id,
     r.terminal_id,
     r.amount,
+    r.fraud_probability,
     r.score,
     r.risk,
     r.card_alerts,
@@ -34,5 +36,6 @@ WHERE NOT EXISTS (
     SELECT 1 FROM fraud_labels f
     WHERE f.transaction_id = r.transaction_id AND f.event_time = r.event_time
 )
-ORDER BY r.risk DESC, r.score DESC, r.event_time DESC
+ORDER BY r.fraud_probability DESC NULLS LAST, r.risk DESC, r.score DESC,
+         r.event_time DESC
 LIMIT %(top)s;

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.integration
 # Fixtures from conftest_db, so that this module runs on its own too.
 pg_admin = conftest_db.pg_admin
 sample_db = conftest_db.sample_db
+throwaway_db = conftest_db.throwaway_db
+migrated_db = conftest_db.migrated_db
 logger = logging.getLogger(__name__)
 
 REQUIRED = {
@@ -347,3 +349,31 @@ def test_cli_lists_and_runs_queries_as_the_analyst(sample_db, tmp_path, capsys):
 
     assert main_queries(["card_timeline", "--config", str(config)]) == 2
     assert "card_id" in capsys.readouterr().err
+
+
+def test_open_alerts_put_the_most_probable_fraud_first(pg_admin, migrated_db):
+    conn = pg_admin.connect(migrated_db.database)
+    start = datetime(2018, 7, 1, tzinfo=timezone.utc)
+    # (id, fraud probability, anomaly risk): the last one is from a model
+    # without a supervised stage.
+    alerts = [("a", 0.55, 0.99), ("b", 0.97, 0.10), ("c", 0.80, 0.50), ("d", None, 1.0)]
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT txwatch_ensure_partitions(%s, %s)", (start.date(),) * 2)
+            for i, (tx, probability, risk) in enumerate(alerts):
+                cur.execute(
+                    "INSERT INTO alerts (transaction_id, event_time, card_id,"
+                    " terminal_id, amount, score, risk, model_version,"
+                    " fraud_probability) VALUES (%s, %s, 'c1', 't1', 10, 0.7, %s,"
+                    " 'm1', %s)",
+                    (tx, start + timedelta(minutes=i), risk, probability),
+                )
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET ROLE analyst")
+        rows = query(conn, "open_alerts", days=1, top=10)
+    finally:
+        conn.close()
+
+    assert [r["transaction_id"] for r in rows] == ["b", "c", "a", "d"]
+    assert rows[0]["fraud_probability"] == pytest.approx(0.97)
