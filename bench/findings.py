@@ -286,9 +286,9 @@ class _Facts:
         if self.p1 and self.p1.get("rows"):
             share = self.p1["alerts_table"] / self.p1["rows"]
             alert_share = (
-                f"; {share:.1%} of run p1's rows alerted (the stream starts with "
-                "empty card and terminal state, and a model trained on two weeks "
-                "of April)"
+                f"; {share:.1%} of run p1's rows alerted (the benchmark's model "
+                "is trained on two weeks of April, its supervised stage on the "
+                "first week's labels)"
             )
         cost = (
             f" The reasons are exact SHAP values: {stage_ms:,.1f} ms per alerting "
