@@ -170,6 +170,7 @@ class Scorer:
     def __init__(self, model_dir: str | Path, threads: int = 1):
         model_dir = Path(model_dir)
         self.metadata = ModelMetadata.read(model_dir / METADATA_FILE)
+        _check_inputs(self.metadata)
         self.session = _session(
             model_dir / MODEL_FILE, threads, len(self.metadata.feature_names)
         )
@@ -259,6 +260,25 @@ class Scorer:
 SUPERVISED_INPUT = "X"
 SUPERVISED_OUTPUT = "probabilities"
 FRAUD_COLUMN = 1
+
+
+def _check_inputs(metadata: ModelMetadata) -> None:
+    """Refuse a model whose inputs are not all features the job computes.
+
+    Caught here, a model is refused when it loads (and a running job keeps
+    its current one) instead of failing on its first batch.
+    """
+    from udfs.features import FEATURE_NAMES
+
+    names = list(metadata.feature_names)
+    if metadata.supervised is not None:
+        names += metadata.supervised.feature_names[:-1]  # the last: ANOMALY_SCORE
+    unknown = sorted(set(names) - set(FEATURE_NAMES))
+    if unknown:
+        raise ModelError(
+            f"model {metadata.version} takes inputs that udfs.features does not "
+            f"compute: {', '.join(unknown)}"
+        )
 
 
 def _checked(matrix: np.ndarray, width: int, model: str) -> np.ndarray | None:

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from model_factory import write_model
+from model_factory import FEATURES, write_model
 from sklearn.ensemble import IsolationForest
 
 from udfs import registry
@@ -13,7 +13,7 @@ def make_model(directory, seed: int):
     x = np.random.default_rng(seed).normal(size=(2_000, 3))
     forest = IsolationForest(n_estimators=20, random_state=seed).fit(x)
     directory.mkdir(parents=True)
-    return write_model(directory, forest, x, f"v{seed}", ("a", "b", "c"), 0.01)
+    return write_model(directory, forest, x, f"v{seed}", FEATURES, 0.01)
 
 
 def test_the_watcher_swaps_to_a_promoted_champion_and_refuses_a_broken_one(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from model_factory import FEATURES, make_model
 from jobs import records
 from jobs.scoring_udf import SCORE_COLUMNS, ScoreBatch
 from udfs import registry
-from udfs.scoring import Scorer
+from udfs.scoring import ModelError, Scorer
 
 ACTIVE_HIT = json.dumps([{"rule_id": "big", "mode": "active"}])
 SHADOW_HIT = json.dumps([{"rule_id": "night", "mode": "shadow"}])
@@ -106,23 +107,39 @@ def test_removing_the_challenger_stops_shadow_scoring_at_the_next_batch(root):
 
 
 def test_a_challenger_that_fails_on_a_batch_is_refused_and_the_champion_goes_on(
-    root, tmp_path
+    root,
 ):
-    # It loads and passes its probe, but wants a column the job does not make.
-    registry.register(
-        root, make_model(tmp_path / "c", 3, features=("amount", "not_a_feature"))
-    )
-    registry.promote(root, "m3", "challenger")
+    registry.promote(root, "m2", "challenger")
     step = opened(root)
-    assert step.watcher.challenger().version == "m3"
+    challenger = step.watcher.challenger()
+    assert challenger.version == "m2"
 
+    def fail(frame):
+        raise RuntimeError("onnxruntime: out of memory")
+
+    challenger.decide = fail  # it loaded and passed its probe, then fails
     out = score(step, batch())
     assert out["challenger_score"].isna().all()
     assert out["score"].notna().all() and (out["model_version"] == "m1").all()
-    assert "m3" in step.watcher.refused and step.watcher.challenger() is None
+    assert "m2" in step.watcher.refused and step.watcher.challenger() is None
     # Refused for good: the pointer still names it, yet it is not loaded again.
     score(step, batch())
     assert step.watcher.challenger() is None
+
+
+def test_a_challenger_wanting_a_feature_the_job_lacks_is_refused_at_load(
+    root, tmp_path
+):
+    with pytest.raises(ModelError, match="does not compute: not_a_feature"):
+        make_model(tmp_path / "c", 3, features=("amount", "not_a_feature"))
+        registry.register(root, tmp_path / "c")
+    # Even put into the registry by hand, it never shadows the champion.
+    shutil.copytree(tmp_path / "c", registry.version_dir(root, "m3"))
+    registry.promote(root, "m3", "challenger")
+    step = opened(root)
+    out = score(step, batch())
+    assert "m3" in step.watcher.refused
+    assert out["challenger_score"].isna().all() and out["score"].notna().all()
 
 
 def test_a_broken_challenger_is_refused_at_load_and_the_champion_scores(root):

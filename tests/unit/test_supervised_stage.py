@@ -200,3 +200,16 @@ def test_the_explainer_refuses_rows_of_another_width(model, data):
         ValueError, match=f"takes rows of {len(FEATURE_NAMES) + 1} inputs"
     ):
         explainer.explain(forest_rows)
+
+
+def test_a_model_naming_a_feature_the_job_lacks_is_refused_when_it_loads(
+    model, tmp_path
+):
+    broken = tmp_path / "renamed"
+    shutil.copytree(model.model_dir, broken)
+    raw = json.loads((broken / "model.json").read_text())
+    raw["supervised"]["feature_names"][0] = "c_count_90d"
+    (broken / "model.json").write_text(json.dumps(raw))
+
+    with pytest.raises(ModelError, match="does not compute: c_count_90d"):
+        Scorer(broken)
