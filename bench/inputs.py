@@ -21,11 +21,10 @@ from sklearn.ensemble import IsolationForest
 
 from training.compact_onnx import write_compact_model
 from training.dataset import compute_features, data_files, load_handbook
-from training.supervised import stage_inputs
 from training.train import MODEL_FEATURES, TrainingConfig, train
 from udfs.explain import SKLEARN_FILE
 from udfs.features import FEATURE_NAMES
-from udfs.scoring import METADATA_FILE, ModelMetadata, Scorer
+from udfs.scoring import METADATA_FILE, ModelMetadata, Scorer, stage_inputs
 
 logger = logging.getLogger(__name__)
 

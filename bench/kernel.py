@@ -59,7 +59,6 @@ def run(inputs: Inputs, seconds: float, progress) -> dict:
         **{name: (scorer.score, x32) for name, scorer in scorers.items()},
         "compact graph, NaN like scikit-learn": (tracked, x32),
     }
-    stage = None
     if inputs.stage_rows is not None:
         stage = joblib.load(inputs.compact_dir / SUPERVISED_SKLEARN_FILE)
         fraud = scorers["compact graph (Scorer)"].fraud_probability
@@ -104,20 +103,19 @@ def _reasons_cost(inputs: Inputs, scorer: Scorer, rows: int = 50) -> dict:
     """Milliseconds per row of an alert's reasons, forest and stage."""
     from udfs.explain import Explainer
 
-    out = {}
     forest_only = replace(inputs.metadata, supervised=None)
-    explainers = [("Isolation Forest", Explainer(inputs.compact_dir, forest_only))]
+    forest_rows = inputs.feature_rows.astype(np.float32)
+    # (name, metadata to explain, its input rows, its score of them)
+    cases = [("Isolation Forest", forest_only, forest_rows, scorer.score(forest_rows))]
     if inputs.stage_rows is not None:
-        explainers.append(
-            ("supervised stage", Explainer(inputs.compact_dir, inputs.metadata))
+        probability = scorer.fraud_probability(inputs.stage_rows)
+        cases.append(
+            ("supervised stage", inputs.metadata, inputs.stage_rows, probability)
         )
-    for name, explainer in explainers:
-        if name == "supervised stage":
-            data = inputs.stage_rows
-            top = np.argsort(-scorer.fraud_probability(data))[:rows]
-        else:
-            data = inputs.feature_rows.astype(np.float32)
-            top = np.argsort(-scorer.score(data))[:rows]
+    out = {}
+    for name, metadata, data, scores in cases:
+        explainer = Explainer(inputs.compact_dir, metadata)
+        top = np.argsort(-scores)[:rows]
         explainer.explain(data[top[:2]])  # warm up
         started = time.perf_counter()
         explainer.explain(data[top])

@@ -72,13 +72,14 @@ import pandas as pd
 import udfs.features as features_module
 from udfs.features import FEATURE_NAMES, MS_PER_DAY
 from udfs.rules import BASE_FIELDS, SEVERITIES, RuleEngine, RuleSet
+from udfs.scoring import stage_inputs
 
 from . import dataset as dataset_module
 from .backtest import ANY_ACTIVE, backtest
 from .baseline import BASELINE_FEATURES, baseline_features, fit_baseline
 from .dataset import compute_features, load_handbook
 from .metrics import detection_summary
-from .supervised import fraud_probability, stage_inputs
+from .supervised import fraud_probability
 from .train import (
     MODEL_FEATURES,
     TrainingConfig,
@@ -118,13 +119,12 @@ class Split:
 class RuleScores:
     """Per-row result of a rule replay; rows outside the replay score 0.
 
-    ``severity`` is the score of each row, ``flags`` has one 0/1 column per
-    active rule (``rule_ids`` order), ``hits_by_rule`` counts each rule's
-    hits over the replayed days ``replayed`` (first, last; ISO dates).
+    ``severity`` is the score of each row, ``rule_ids`` are the active rules,
+    ``hits_by_rule`` counts each rule's hits over the replayed days
+    ``replayed`` (first, last; ISO dates).
     """
 
     severity: np.ndarray
-    flags: np.ndarray
     rule_ids: tuple[str, ...]
     hits_by_rule: dict[str, int]
     replayed: tuple[str, str]
@@ -222,7 +222,6 @@ def rule_scores(
     rows flagged by an active rule must equal this replay's.
     """
     active = tuple(rule.id for rule in ruleset if rule.mode == "active")
-    column = {rule_id: i for i, rule_id in enumerate(active)}
     kinds = [
         kind
         for kind in ("card", "terminal")
@@ -235,7 +234,6 @@ def rule_scores(
 
     engine = RuleEngine(ruleset)
     severity = np.zeros(len(frame))
-    flags = np.zeros((len(frame), len(active)))
     states: dict[tuple[str, int], object] = {}
     for row, event in zip(rows, _rule_events(frame, matrix, rows), strict=True):
         for kind in kinds:
@@ -247,7 +245,6 @@ def rule_scores(
                 states[slot] = state
             for hit in hits:
                 if hit["mode"] == "active":
-                    flags[row, column[hit["rule_id"]]] = 1.0
                     rank = SEVERITY_RANK[hit["severity"]]
                     severity[row] = max(severity[row], rank)
 
@@ -263,7 +260,7 @@ def rule_scores(
         )
     days = times[rows[[0, -1]]] // MS_PER_DAY if len(rows) else (0, 0)
     replayed = (_iso(days[0]), _iso(days[1]))
-    return RuleScores(severity, flags, active, hits_by_rule, replayed)
+    return RuleScores(severity, active, hits_by_rule, replayed)
 
 
 def evaluate(

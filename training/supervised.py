@@ -58,6 +58,7 @@ from udfs.scoring import (
     SUPERVISED_INPUT,
     SUPERVISED_OUTPUT,
     SupervisedStage,
+    stage_inputs,
 )
 
 from .export import PARITY_TOLERANCE, TARGET_OPSET, compare_scores
@@ -198,14 +199,6 @@ class FittedStage:
     parity: float
 
 
-def stage_inputs(features: np.ndarray, anomaly_scores: np.ndarray) -> np.ndarray:
-    """The stage's input matrix: the features, then the anomaly score, float32."""
-    inputs = np.empty((len(features), features.shape[1] + 1), dtype=np.float32)
-    inputs[:, :-1] = features
-    inputs[:, -1] = anomaly_scores
-    return inputs
-
-
 def fit_stage(
     features: np.ndarray,
     anomaly_scores: np.ndarray,
@@ -214,11 +207,11 @@ def fit_stage(
     labelled_to: str,
     alert_rate: float,
     *,
-    seed: int = 7,
-    n_estimators: int = 100,
-    min_samples_leaf: int = 5,
-    max_samples: int | None = 50_000,
-    max_leaf_nodes: int | None = 128,
+    seed: int,
+    n_estimators: int,
+    min_samples_leaf: int,
+    max_samples: int | None,
+    max_leaf_nodes: int | None,
 ) -> FittedStage:
     """Fit, export and check the supervised stage on labelled rows.
 
@@ -227,7 +220,8 @@ def fit_stage(
     0/1 labels, all known by ``labelled_to``. Each tree is grown on at most
     ``max_samples`` rows with at most ``max_leaf_nodes`` leaves, which keeps
     the model's size, scoring time and SHAP cost the same however long the
-    training window.
+    training window; ``training.train.TrainingConfig`` holds the settings
+    served models use.
     """
     from .train import choose_threshold
 

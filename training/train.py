@@ -42,7 +42,14 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from udfs.explain import SKLEARN_FILE, SUPERVISED_SKLEARN_FILE
 from udfs.features import FEATURE_NAMES, MS_PER_DAY
-from udfs.scoring import GRAPHS, SUPERVISED_FILE, ModelMetadata, Scorer
+from udfs.scoring import (
+    GRAPHS,
+    METADATA_FILE,
+    MODEL_FILE,
+    SUPERVISED_FILE,
+    ModelMetadata,
+    Scorer,
+)
 
 from .compact_onnx import export_compact
 from .dataset import compute_features, load_handbook
@@ -190,20 +197,19 @@ def fit(
         n_estimators=config.n_estimators,
         max_samples=int(forest.max_samples_),
     )
-    (model_dir / "model.onnx").write_bytes(onnx_bytes)
+    (model_dir / MODEL_FILE).write_bytes(onnx_bytes)
     joblib.dump(forest, model_dir / SKLEARN_FILE)
-    metadata.write(model_dir / "model.json")
+    metadata.write(model_dir / METADATA_FILE)
 
-    scorer = Scorer(model_dir)
-    parity = check_parity(forest, scorer, x, threshold)
+    onnx_scores = Scorer(model_dir).score(x)
+    parity = _compare_with_onnx(scores, onnx_scores, threshold)
     write_reference(model_dir, x, config.features, scores)
     flagged = scores >= threshold
     stage_metrics = {}
     if labels is not None and config.supervised:
-        stage_metrics = _fit_supervised_stage(
-            model_dir, metadata, scorer.score(x), y, labels, config
+        metadata, stage_metrics = _fit_supervised_stage(
+            model_dir, metadata, onnx_scores, y, labels, config
         )
-        metadata = ModelMetadata.read(model_dir / "model.json")
     metrics = {
         "train_rows": float(len(x)),
         "train_auc_roc": float(roc_auc_score(y, scores)) if y.any() else float("nan"),
@@ -228,8 +234,12 @@ def _fit_supervised_stage(
     y: np.ndarray,
     labels: Labels,
     config: TrainingConfig,
-) -> dict[str, float]:
-    """Fit the supervised stage and add it to the model directory; its metrics."""
+) -> tuple[ModelMetadata, dict[str, float]]:
+    """Fit the supervised stage and add it to the model directory.
+
+    Returns the model's metadata and the stage's metrics: ``metadata`` and
+    no metrics when the labels hold no fraud or nothing but fraud.
+    """
     known = labels.known
     frauds = int(np.sum(y[known]))
     if frauds == 0 or frauds == int(np.sum(known)):
@@ -240,7 +250,7 @@ def _fit_supervised_stage(
             labels.known_to,
             frauds,
         )
-        return {}
+        return metadata, {}
     logger.info("fitting the supervised stage on %d labelled rows", int(known.sum()))
     stage = fit_configured_stage(
         config,
@@ -251,11 +261,12 @@ def _fit_supervised_stage(
     )
     (model_dir / SUPERVISED_FILE).write_bytes(stage.onnx_bytes)
     joblib.dump(stage.model, model_dir / SUPERVISED_SKLEARN_FILE)
-    replace(metadata, supervised=stage.metadata).write(model_dir / "model.json")
+    metadata = replace(metadata, supervised=stage.metadata)
+    metadata.write(model_dir / METADATA_FILE)
     oob = stage.oob_scores
     flagged = oob >= stage.metadata.threshold
     truth = y[known]
-    return {
+    return metadata, {
         "supervised_rows": float(len(truth)),
         "supervised_frauds": float(frauds),
         "supervised_oob_auc_roc": float(roc_auc_score(truth, oob)),
@@ -323,13 +334,12 @@ def check_parity(
     forest: IsolationForest, scorer: Scorer, x: np.ndarray, threshold: float
 ):
     """Largest score difference between ONNX and scikit-learn; raise if too big."""
-    return compare_scores(
-        -forest.score_samples(x),
-        scorer.score(x),
-        threshold,
-        "ONNX",
-        "the export is not usable",
-    )
+    return _compare_with_onnx(-forest.score_samples(x), scorer.score(x), threshold)
+
+
+def _compare_with_onnx(expected, got, threshold: float) -> float:
+    """``compare_scores`` of scikit-learn's and the exported forest's scores."""
+    return compare_scores(expected, got, threshold, "ONNX", "the export is not usable")
 
 
 def _version(onnx_bytes: bytes) -> str:

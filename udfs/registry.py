@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from udfs.scoring import METADATA_FILE, ModelError, Scorer
+from udfs.scoring import METADATA_FILE, ModelError, Scorer, stage_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +119,9 @@ def check(scorer: Scorer) -> None:
     stage = scorer.metadata.supervised
     if stage is None:
         return
-    inputs = np.zeros((4, len(stage.feature_names)), dtype=np.float32)
-    inputs[:, :-1] = probe[:, :1]
-    inputs[:, -1] = scores
-    probability = scorer.fraud_probability(inputs)
-    if not (
-        np.all(np.isfinite(probability)) and np.all(np.abs(probability - 0.5) <= 0.5)
-    ):
+    features = np.repeat(probe[:, :1], len(stage.feature_names) - 1, axis=1)
+    probability = scorer.fraud_probability(stage_inputs(features, scores))
+    if not (np.all(probability >= 0) and np.all(probability <= 1)):
         raise ModelError(
             f"model {scorer.version}'s supervised stage gives probabilities "
             f"{probability.tolist()} on a probe"

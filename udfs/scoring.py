@@ -245,15 +245,20 @@ class Scorer:
         stage = self.metadata.supervised
         if stage is None:
             return Decision(scores, risk, None, scores >= self.threshold, matrix)
-        inputs = np.empty((len(matrix), len(stage.feature_names)), dtype=np.float32)
-        inputs[:, :-1] = frame[list(stage.feature_names[:-1])].to_numpy(
-            dtype=np.float32
-        )
-        inputs[:, -1] = scores
+        inputs = stage_inputs(frame[list(stage.feature_names[:-1])].to_numpy(), scores)
         probability = self.fraud_probability(inputs)
         return Decision(
             scores, risk, probability, probability >= stage.threshold, inputs
         )
+
+
+def stage_inputs(features: np.ndarray, anomaly_scores: np.ndarray) -> np.ndarray:
+    """The supervised stage's input matrix: the features, then the anomaly
+    score, float32."""
+    inputs = np.empty((len(features), features.shape[1] + 1), dtype=np.float32)
+    inputs[:, :-1] = features
+    inputs[:, -1] = anomaly_scores
+    return inputs
 
 
 # skl2onnx's names for a classifier's graph without ZipMap (training.supervised)

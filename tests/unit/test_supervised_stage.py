@@ -14,12 +14,17 @@ from model_factory import FEATURES, make_model
 
 from jobs import records
 from jobs.scoring_udf import ScoreBatch
-from training.supervised import stage_inputs
 from training.train import Labels, TrainingConfig, fit
 from udfs import registry
 from udfs.explain import SUPERVISED_SKLEARN_FILE, Explainer
 from udfs.features import FEATURE_NAMES
-from udfs.scoring import ANOMALY_SCORE, SUPERVISED_FILE, ModelError, Scorer
+from udfs.scoring import (
+    ANOMALY_SCORE,
+    SUPERVISED_FILE,
+    ModelError,
+    Scorer,
+    stage_inputs,
+)
 
 TOLERANCE = 1e-5
 ROWS, KNOWN = 4_000, 3_000
