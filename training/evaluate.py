@@ -50,6 +50,17 @@ Detectors, each scored on the same test rows
 
 Metrics are those of ``training.metrics``; no threshold or setting is ever
 chosen on the test window.
+
+Card precision ceilings (``protocol.card_precision_ceiling``)
+    What card precision at ``k`` any detector could reach on the test rows.
+    ``every_fraud_first`` ranks every compromised card first.
+    ``knowable_frauds_first`` ranks first only the cards whose frauds the
+    labels known at the time could reveal: every fraud except those of the
+    data's terminal-compromise scenario (``TX_FRAUD_SCENARIO`` 2) at a
+    terminal with no fraud labelled in the longest terminal-risk window
+    before the label delay. A freshly compromised terminal serves ordinary
+    customers their ordinary purchases, so nothing in a transaction tells
+    such a fraud apart until its labels arrive.
 """
 
 from __future__ import annotations
@@ -70,7 +81,7 @@ import numpy as np
 import pandas as pd
 
 import udfs.features as features_module
-from udfs.features import FEATURE_NAMES, MS_PER_DAY
+from udfs.features import FEATURE_NAMES, MS_PER_DAY, RISK_WINDOWS_DAYS
 from udfs.rules import BASE_FIELDS, SEVERITIES, RuleEngine, RuleSet
 from udfs.scoring import stage_inputs
 
@@ -78,7 +89,7 @@ from . import dataset as dataset_module
 from .backtest import ANY_ACTIVE, backtest
 from .baseline import BASELINE_FEATURES, baseline_features, fit_baseline
 from .dataset import compute_features, load_handbook
-from .metrics import detection_summary
+from .metrics import card_precision_at_k, detection_summary
 from .supervised import fraud_probability
 from .train import (
     MODEL_FEATURES,
@@ -91,6 +102,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RULES = Path(__file__).resolve().parents[1] / "conf" / "rules" / "starter.yaml"
 SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES, start=1)}
+# The data's scenario of frauds at compromised terminals.
+TERMINAL_COMPROMISE = 2
 TOP_K = 100
 DEFAULT_ALERT_RATE = 0.005
 
@@ -202,6 +215,71 @@ def handbook_split(
                 f"the data, which covers {_iso(days.min())} to {_iso(days.max())}"
             )
     return Split(train, test, days, excluded)
+
+
+def card_precision_ceilings(
+    frame: pd.DataFrame,
+    test: np.ndarray,
+    days: np.ndarray,
+    delay_days: int,
+    k: int = TOP_K,
+) -> dict[str, float]:
+    """Card precision at ``k`` of the two ideal rankings of the module's notes.
+
+    ``test`` selects the test rows of ``frame``; ``days`` is every row's UTC
+    day number.
+    """
+    labels = frame["label"].to_numpy()
+    fraud = labels == 1
+    cards = frame["card_id"].to_numpy()[test]
+    test_days = days[test]
+    knowable = fraud & ~_unrevealed_terminal_frauds(frame, fraud, days, delay_days)
+    return {
+        "every_fraud_first": card_precision_at_k(
+            test_days, cards, labels[test], fraud[test].astype(float), k
+        ),
+        "knowable_frauds_first": card_precision_at_k(
+            test_days, cards, labels[test], knowable[test].astype(float), k
+        ),
+    }
+
+
+def _unrevealed_terminal_frauds(
+    frame: pd.DataFrame, fraud: np.ndarray, days: np.ndarray, delay_days: int
+) -> np.ndarray:
+    """Terminal-compromise frauds whose terminal shows no known fraud yet.
+
+    Known: labelled fraud on a day before ``day - delay_days`` and at most
+    the longest risk window earlier.
+    """
+    window = max(RISK_WINDOWS_DAYS)
+    terminals = frame["terminal_id"].to_numpy()
+    scenario = frame["scenario"].to_numpy()
+    asked = np.flatnonzero(fraud & (scenario == TERMINAL_COMPROMISE))
+    out = np.zeros(len(frame), dtype=bool)
+    if not len(asked):
+        return out
+    known = pd.DataFrame(
+        {"terminal": terminals[fraud], "known_day": days[fraud]}
+    ).sort_values("known_day")
+    queries = pd.DataFrame(
+        {
+            "row": asked,
+            "terminal": terminals[asked],
+            # The latest day whose labels are known on the row's day.
+            "known_day": days[asked] - delay_days - 1,
+        }
+    ).sort_values("known_day")
+    latest = pd.merge_asof(
+        queries,
+        known.rename(columns={"known_day": "fraud_day"}),
+        left_on="known_day",
+        right_on="fraud_day",
+        by="terminal",
+    )
+    seen = latest["fraud_day"] > latest["known_day"] - window
+    out[latest["row"].to_numpy()[~seen.to_numpy()]] = True
+    return out
 
 
 def rule_scores(
@@ -341,6 +419,9 @@ def evaluate(
             "test_rows_of_known_compromised_cards": split.excluded,
             "k": k,
             "target_alert_rate": target_alert_rate,
+            "card_precision_ceiling": card_precision_ceilings(
+                frame, test, split.days, delay_days, k
+            ),
         }
     }
 

@@ -60,3 +60,11 @@ def test_the_full_system_alerts_on_the_supervised_stage_or_the_rules(result):
 
 def test_the_supervised_stage_takes_the_forest_score_as_an_input(result):
     assert result["supervised"]["inputs"][-1] == "isolation_forest score"
+
+
+def test_no_detector_passes_the_card_precision_ceilings(result):
+    ceilings = result["protocol"]["card_precision_ceiling"]
+    perfect, knowable = ceilings["every_fraud_first"], ceilings["knowable_frauds_first"]
+    assert 0.0 < knowable <= perfect <= 1.0
+    for name in DETECTORS:
+        assert result[name]["card_precision_at_100"] <= perfect, name
