@@ -280,7 +280,10 @@ def configure(settings: Settings, options: JobOptions) -> StreamExecutionEnviron
     config.set_string(
         "execution.checkpointing.dir", settings.path(job.checkpoint_dir).as_uri()
     )
-    config.set_string("state.backend.type", "hashmap")
+    config.set_string("state.backend.type", job.state_backend)
+    if job.state_backend == "rocksdb":
+        # Only the files RocksDB wrote since the last checkpoint are uploaded.
+        config.set_string("execution.checkpointing.incremental", "true")
     config.set_string("restart-strategy.type", "exponential-delay")
     config.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
     config.set_string("restart-strategy.exponential-delay.max-backoff", "30 s")

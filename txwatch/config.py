@@ -78,6 +78,11 @@ class PostgresSettings:
         )
 
 
+# Flink's keyed state backends: on the JVM heap, checkpointed in full; or in
+# RocksDB on local disk, checkpointed incrementally.
+STATE_BACKENDS = ("hashmap", "rocksdb")
+
+
 @dataclass(frozen=True)
 class JobSettings:
     parallelism: int = 1
@@ -96,6 +101,7 @@ class JobSettings:
     model_dir: str = ".run/model"
     restart_attempts: int = 30
     state_ttl_ms: int = 31 * 24 * 3_600_000
+    state_backend: str = "hashmap"
 
     def __post_init__(self):
         for f in fields(self):
@@ -106,6 +112,11 @@ class JobSettings:
             raise ConfigError(f"job.parallelism must be >= 1, got {self.parallelism}")
         if self.score_batch_size < 1:
             raise ConfigError("job.score_batch_size must be >= 1")
+        if self.state_backend not in STATE_BACKENDS:
+            raise ConfigError(
+                f"job.state_backend must be one of {', '.join(STATE_BACKENDS)}, "
+                f"got {self.state_backend!r}"
+            )
 
 
 @dataclass(frozen=True)

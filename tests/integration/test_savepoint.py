@@ -16,11 +16,17 @@ from udfs.features import CARD_FEATURES, FEATURE_NAMES
 
 pytestmark = pytest.mark.slow
 DUPLICATES = 20
+BACKEND_CLASSES = {
+    "hashmap": "HashMapStateBackend",
+    "rocksdb": "EmbeddedRocksDBStateBackend",
+}
 
 
+@pytest.mark.parametrize("state_backend", ["hashmap", "rocksdb"])
 def test_a_job_rescaled_from_a_savepoint_keeps_card_history_and_duplicate_ids(
-    cluster, stack, trained_model, handbook_files
+    cluster, stack_with, trained_model, handbook_files, state_backend
 ):
+    stack = stack_with(state_backend=state_backend)
     frame = load_handbook(handbook_files[3:4], "2018-07-08", "2018-07-10").head(6_000)
     first, second = frame.iloc[:3_000], frame.iloc[3_000:]
     topic = stack.settings.kafka.topics.transactions
@@ -44,6 +50,8 @@ def test_a_job_rescaled_from_a_savepoint_keeps_card_history_and_duplicate_ids(
     send(to_messages(first))
     job_id = submit(1)
     wait_until(lambda: scored_count(conn) >= len(first), 600, "the first half")
+    backend = cluster.get(f"/jobs/{job_id}/checkpoints/config")["state_backend"]
+    assert backend == BACKEND_CLASSES[state_backend]
     savepoint = cluster.stop_with_savepoint(job_id, stack.tmp_path / "savepoints")
     wait_until(lambda: cluster.state(job_id) == "FINISHED", 60, "the job stopping")
 

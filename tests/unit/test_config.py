@@ -34,3 +34,12 @@ def test_a_key_of_an_earlier_release_is_ignored_with_a_warning(tmp_path, caplog)
 
     assert settings.job == load().job
     assert "job.idle_source_timeout_ms is ignored" in caplog.text
+
+
+def test_the_state_backend_is_heap_unless_rocksdb_is_chosen(tmp_path):
+    assert load().job.state_backend == "hashmap"
+    assert load(_config(tmp_path, state_backend="rocksdb")).job.state_backend == (
+        "rocksdb"
+    )
+    with pytest.raises(ConfigError, match="job.state_backend must be one of"):
+        load(_config(tmp_path, state_backend="memory"))
