@@ -24,7 +24,7 @@ from pathlib import Path
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _read_stat(path: Path) -> tuple[str, int, float] | None:
+def read_stat(path: Path) -> tuple[str, int, float] | None:
     """(name, process group, CPU seconds) from a ``stat`` file."""
     try:
         text = path.read_text()
@@ -70,7 +70,7 @@ class GroupCpu:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
-            stat = _read_stat(entry / "stat")
+            stat = read_stat(entry / "stat")
             if stat is None or stat[1] != self.pgid:
                 continue
             pid = int(entry.name)
@@ -80,7 +80,7 @@ class GroupCpu:
             except OSError:
                 continue
             for task in tasks:
-                thread = _read_stat(task / "stat")
+                thread = read_stat(task / "stat")
                 if thread is not None:
                     self.threads[(pid, int(task.name))] = (thread[0], thread[2])
 

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.cpu import GroupCpu
@@ -64,8 +65,15 @@ def run_bounded(
     expected_rows: int,
     timeout: float,
     progress,
+    measured_from: datetime | None = None,
+    on_start=None,
 ) -> RunResult:
-    """Run the job to the end of its input; read its rate from PostgreSQL."""
+    """Run the job to the end of its input; read its rate from PostgreSQL.
+
+    With ``measured_from``, the rate and the steady-state CPU count only the
+    transactions whose event time is at or after it (a warm-up before it is
+    left out). ``on_start`` is called with the job's process id once it runs.
+    """
     workspace.empty_tables()
     job = run.job(
         model_dir,
@@ -78,6 +86,8 @@ def run_bounded(
     started_wall = time.time()
     started = time.monotonic()
     job.start()
+    if on_start is not None:
+        on_start(job.process.pid)
     cpu = GroupCpu(job.process.pid).start()
     try:
         code = _wait(workspace, job, expected_rows, timeout, progress)
@@ -98,7 +108,7 @@ def run_bounded(
 
     conn = workspace.connect()
     try:
-        flushes = _flushes(conn)
+        flushes = _flushes(conn, measured_from)
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM alerts")
             alerts_table = int(cur.fetchone()[0])
@@ -165,16 +175,24 @@ def _wait(workspace: Workspace, job, expected_rows: int, timeout: float, progres
     return job.wait(timeout=60)
 
 
-def _flushes(conn):
-    """(rows, first scored_at, last scored_at, rows of the first flush)."""
+def _flushes(conn, measured_from: datetime | None = None):
+    """(rows, first scored_at, last scored_at, rows of the first flush).
+
+    Only rows with an event time at or after ``measured_from``, when given.
+    """
+    since = measured_from or datetime(1970, 1, 1, tzinfo=timezone.utc)
     with conn.cursor() as cur:
         cur.execute(
             """
+            WITH measured AS (
+                SELECT scored_at FROM scored_transactions WHERE event_time >= %s
+            )
             SELECT count(*), min(scored_at), max(scored_at),
                    count(*) FILTER (WHERE scored_at = (SELECT min(scored_at)
-                                                       FROM scored_transactions))
-            FROM scored_transactions
-            """
+                                                       FROM measured))
+            FROM measured
+            """,
+            (since,),
         )
         rows, first, last, first_rows = cur.fetchone()
     if not rows:

@@ -216,17 +216,32 @@ class _Facts:
     def state(self) -> list[str]:
         rates = self.sections.get("state", {}).get("rows_per_second", {})
         pickled = {int(size): r["pickled"] for size, r in rates.items()}
-        if len(pickled) < 2:
-            return []
-        low, high = min(pickled), max(pickled)
-        return [
-            f"- **State size does not slow the feature step in Python:** "
-            f"{pickled[low]:,.0f} tx/s with {low:,} cards in state, "
-            f"{pickled[high]:,.0f} with {high:,} (pickled state, one core). What grows "
-            "with the number of keys is on Flink's side, untested here: beyond "
-            "`python.state.cache-size` (100,000 keys in the job) a state read "
-            "crosses to the JVM."
-        ]
+        out = []
+        if len(pickled) >= 2:
+            low, high = min(pickled), max(pickled)
+            out.append(
+                f"- **State size does not slow the feature step in Python:** "
+                f"{pickled[low]:,.0f} tx/s with {low:,} cards in state, "
+                f"{pickled[high]:,.0f} with {high:,} (pickled state, one core)."
+            )
+        runs = self.sections.get("jobstate", {}).get("runs", [])
+        for backend in ("hashmap", "rocksdb"):
+            mine = [r for r in runs if r["state_backend"] == backend]
+            if len(mine) < 2:
+                continue
+            low, high = mine[0], mine[-1]
+            out.append(
+                f"- **In the job, {backend} state backend:** "
+                f"{low['rows_per_second']:,.0f} tx/s with {low['cards']:,} cards in "
+                f"state and {high['rows_per_second']:,.0f} with {high['cards']:,} "
+                f"({high['rows_per_second'] / low['rows_per_second']:.2f}x; "
+                f"{_micros(low)} and {_micros(high)} us of CPU a row). By part, "
+                f"us a row: {_parts(low, high)}; alerted {low['alert_share']:.2%} "
+                f"and {high['alert_share']:.2%}. Memory {_gib(low)} and "
+                f"{_gib(high)} GiB; checkpoint directory {_mib(low)} and "
+                f"{_mib(high)} MiB."
+            )
+        return out
 
     def graphs(self) -> list[str]:
         skl2onnx = self.runs.get("p1-skl2onnx")
@@ -376,3 +391,21 @@ class _Facts:
             "consumers drop repeats.",
         ]
         return lines
+
+
+def _micros(run: dict) -> str:
+    value = run.get("cpu_micros_per_row")
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _gib(run: dict) -> str:
+    return f"{run['max_rss_bytes'] / 2**30:.2f}"
+
+
+def _mib(run: dict) -> str:
+    return f"{run['max_checkpoint_dir_bytes'] / 2**20:,.0f}"
+
+
+def _parts(low: dict, high: dict) -> str:
+    a, b = low["cpu_micros_per_row_by_part"], high["cpu_micros_per_row_by_part"]
+    return ", ".join(f"{part} {a[part]:,.0f} and {b[part]:,.0f}" for part in a)

@@ -20,7 +20,8 @@ def render(results: dict) -> str:
         ("3. End to end: the job, Kafka in, Kafka and PostgreSQL out", _endtoend),
         ("4. Latency at fixed input rates", _latency),
         ("5. Feature step against state size (one core)", _state),
-        ("6. Where the job's time goes", _profile),
+        ("6. The job against the number of cards in state", _jobstate),
+        ("7. Where the job's time goes", _profile),
     ):
         lines += ["", f"## {title}", ""]
         key = part.__name__.lstrip("_")
@@ -358,6 +359,50 @@ def _state(section: dict, sections: dict) -> list[str]:
             "cards in state",
             "tx/s, state pickled (as the job)",
             "tx/s, state as objects",
+        ],
+        rows,
+    )
+
+
+def _jobstate(section: dict, sections: dict) -> list[str]:
+    from bench.jobstate import PARTS
+
+    rows = [
+        [
+            _n(run["cards"]),
+            run["state_backend"],
+            _n(run["rows_per_second"]),
+            _n(run["cpu_micros_per_row"]),
+            *[_n(run["cpu_micros_per_row_by_part"].get(part)) for part in PARTS],
+            f"{run['alert_share']:.2%}",
+            _n(run["max_rss_bytes"] / 2**30, 2),
+            _n(run["max_checkpoint_dir_bytes"] / 2**20),
+            _n(run["wall_seconds"]),
+        ]
+        for run in section["runs"]
+    ]
+    return [
+        "The job at parallelism 1, bounded, on a synthetic stream: one transaction "
+        f"opens each card, then {_n(section['measured_per_size'])} transactions on "
+        f"cards drawn at random ({_n(section['terminals'])} terminals). Rate and CPU "
+        "count those measured transactions only, all cards being in state. Memory: "
+        "the largest resident size of the job's processes; checkpoints: the largest "
+        "size of its checkpoint directory; both sampled every 5 s. Parts: CPU of "
+        "their threads; snapshots are the asynchronous checkpoint writers and "
+        "RocksDB's own threads. Alerted: the measured rows' alert share, which "
+        "sets what the scoring worker spends on reasons.",
+        "",
+    ] + _table(
+        [
+            "cards in state",
+            "state backend",
+            "tx/s",
+            "CPU us per row",
+            *[f"of which {part}" for part in PARTS],
+            "alerted",
+            "memory GiB",
+            "checkpoints MiB",
+            "wall s",
         ],
         rows,
     )

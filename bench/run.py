@@ -10,7 +10,9 @@ Sections, in the order they run:
                  River) on the transactions the job reads;
 5. ``endtoend``  the job in bounded mode at parallelism 1 and 2, then at
                  parallelism 1 with other bundle and batch sizes;
-6. ``latency``   the job unbounded at fixed input rates.
+6. ``latency``   the job unbounded at fixed input rates;
+7. ``jobstate``  the job's throughput against the number of cards in its
+                 state, on synthetic streams.
 
 Usage: ``python -m bench.run [--quick] [--sections kernel,peers,...]``
 (``make bench``). The database passwords come from the environment
@@ -34,11 +36,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.jobstate import RUNS as JOBSTATE_RUNS
 from txwatch.config import PROJECT_ROOT, Settings
 
 logger = logging.getLogger(__name__)
 
-SECTIONS = ("kernel", "state", "pieces", "peers", "endtoend", "latency")
+SECTIONS = ("kernel", "state", "pieces", "peers", "endtoend", "latency", "jobstate")
+# Sections that run on the private Kafka topics and database.
+JOB_SECTIONS = ("peers", "endtoend", "latency", "jobstate")
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "handbook"
 # One core per measurement: BLAS and OpenMP pools read these when loaded.
@@ -61,6 +66,8 @@ class Plan:
     latency_runs: tuple = ((1_000.0, 30.0), (5_000.0, 30.0))
     latency_checkpoint_ms: int = 1_000
     job_timeout_s: float = 900.0
+    jobstate_runs: tuple = JOBSTATE_RUNS
+    jobstate_measured: int = 100_000
 
     @classmethod
     def quick(cls) -> Plan:
@@ -73,6 +80,8 @@ class Plan:
             bundle_variants=cls.bundle_variants[:1],
             latency_runs=((1_000.0, 10.0), (5_000.0, 10.0)),
             job_timeout_s=300.0,
+            jobstate_runs=((1_000, "hashmap"), (10_000, "hashmap"), (1_000, "rocksdb")),
+            jobstate_measured=10_000,
         )
 
 
@@ -183,7 +192,7 @@ def run(
                 say(f"== {section}")
                 t0 = time.monotonic()
                 try:
-                    if section in ("peers", "endtoend", "latency") and services is None:
+                    if section in JOB_SECTIONS and services is None:
                         services = _services(secrets, inputs, plan, results)
                     results["sections"][section] = _SECTION_RUNNERS[section](
                         inputs, plan, services, results
@@ -414,6 +423,22 @@ def _latency(inputs, plan: Plan, services: Services, results) -> dict:
     return {"runs": runs}
 
 
+def _jobstate(inputs, plan: Plan, services: Services, results) -> dict:
+    from bench import jobstate
+
+    # Long enough for the largest size's warm-up at a few thousand rows a second.
+    timeout = plan.job_timeout_s + max(size for size, _ in plan.jobstate_runs) / 1_000
+    return jobstate.run(
+        services.workspace,
+        inputs.compact_dir,
+        plan.jobstate_measured,
+        timeout,
+        say,
+        _every(30.0),
+        runs=plan.jobstate_runs,
+    )
+
+
 def _ms(value) -> str:
     return "-" if value is None else f"{value:,.0f} ms"
 
@@ -433,6 +458,7 @@ _SECTION_RUNNERS = {
     "peers": _peers,
     "endtoend": _endtoend,
     "latency": _latency,
+    "jobstate": _jobstate,
 }
 
 
