@@ -384,7 +384,8 @@ def _jobstate(section: dict, sections: dict) -> list[str]:
     return [
         "The job at parallelism 1, bounded, on a synthetic stream: one transaction "
         f"opens each card, then {_n(section['measured_per_size'])} transactions on "
-        f"cards drawn at random ({_n(section['terminals'])} terminals). Rate and CPU "
+        "cards drawn at random; each card spends around its own mean amount at a "
+        f"few terminals of its own, of {_n(section['terminals'])}. Rate and CPU "
         "count those measured transactions only, all cards being in state. Memory: "
         "the largest resident size of the job's processes; checkpoints: the largest "
         "size of its checkpoint directory; both sampled every 5 s. Parts: CPU of "
