@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from training.dataset import compute_features, load_handbook
 from txwatch import topics
@@ -22,11 +23,20 @@ BACKEND_CLASSES = {
 }
 
 
-@pytest.mark.parametrize("state_backend", ["hashmap", "rocksdb"])
+# Savepoints are in Flink's canonical format: the second job may switch the
+# state backend the first one used.
+@pytest.mark.parametrize(
+    ("backend_before", "backend_after"),
+    [("hashmap", "rocksdb"), ("rocksdb", "hashmap")],
+)
 def test_a_job_rescaled_from_a_savepoint_keeps_card_history_and_duplicate_ids(
-    cluster, stack_with, trained_model, handbook_files, state_backend
+    cluster, stack_with, trained_model, handbook_files, backend_before, backend_after
 ):
-    stack = stack_with(state_backend=state_backend)
+    stack = stack_with(state_backend=backend_before)
+    raw = yaml.safe_load(stack.config_path.read_text())
+    raw["job"]["state_backend"] = backend_after
+    config_after = stack.tmp_path / "txwatch-after.yaml"
+    config_after.write_text(yaml.safe_dump(raw))
     frame = load_handbook(handbook_files[3:4], "2018-07-08", "2018-07-10").head(6_000)
     first, second = frame.iloc[:3_000], frame.iloc[3_000:]
     topic = stack.settings.kafka.topics.transactions
@@ -38,27 +48,29 @@ def test_a_job_rescaled_from_a_savepoint_keeps_card_history_and_duplicate_ids(
             producer.send(topic, key=key, value=value)
         producer.flush()
 
-    def submit(parallelism: int, savepoint: str | None = None) -> str:
+    def submit(parallelism: int, backend: str, savepoint: str | None = None) -> str:
+        args = ["--parallelism", str(parallelism)]
+        if backend == backend_after:
+            args += ["--config", str(config_after)]  # the last --config wins
         job_id = cluster.submit(
-            *stack.job_args(trained_model, "--parallelism", str(parallelism)),
-            savepoint=savepoint,
+            *stack.job_args(trained_model, *args), savepoint=savepoint
         )
         wait_until(lambda: cluster.all_running(job_id), 180, "the job running", 1)
+        used = cluster.get(f"/jobs/{job_id}/checkpoints/config")["state_backend"]
+        assert used == BACKEND_CLASSES[backend]
         return job_id
 
     # the first half at parallelism 1, then stop with a savepoint
     send(to_messages(first))
-    job_id = submit(1)
+    job_id = submit(1, backend_before)
     wait_until(lambda: scored_count(conn) >= len(first), 600, "the first half")
-    backend = cluster.get(f"/jobs/{job_id}/checkpoints/config")["state_backend"]
-    assert backend == BACKEND_CLASSES[state_backend]
     savepoint = cluster.stop_with_savepoint(job_id, stack.tmp_path / "savepoints")
     wait_until(lambda: cluster.state(job_id) == "FINISHED", 60, "the job stopping")
 
     # the second half, and repeats of first-half ids, to the job rescaled to 2
     send(to_messages(second))
     send(to_messages(first.head(DUPLICATES)))
-    job_id = submit(2, savepoint)
+    job_id = submit(2, backend_after, savepoint)
     wait_until(lambda: scored_count(conn) >= len(frame), 600, "the second half")
 
     def dead_letters() -> list[dict]:
