@@ -358,7 +358,8 @@ def evaluate(
 ) -> dict:
     """Score every detector on one handbook split; dates are inclusive.
 
-    Returns a JSON-ready mapping: ``protocol`` (the split and its sizes),
+    Returns a JSON-ready mapping: ``protocol`` (the split, its sizes and
+    the card precision ceilings of the module's notes),
     then one entry per detector with ``auc_roc``, ``average_precision``,
     ``card_precision_at_<k>``, ``threshold``, ``alert_rate``, ``precision``
     and ``recall`` on the test rows (None where undefined), and ``seconds``.
