@@ -7,7 +7,8 @@ scoring function. ``GroupCpu`` samples ``/proc`` in a background thread and
 keeps each process's and thread's last reading, so processes that exit
 before the end still count (up to one sampling interval short). Each sample
 is also kept with its time, so that ``window`` can give the CPU spent
-between two moments: the steady state of a run, without its start-up.
+between two moments: the steady state of a run, without its start-up. The
+largest resident memory of the whole group seen at a sample is kept too.
 
 Limitations: Linux only; thread names are cut to 15 characters by the
 kernel, so threads of one operator chain share a name.
@@ -22,9 +23,10 @@ from collections import defaultdict
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
-def read_stat(path: Path) -> tuple[str, int, float] | None:
+def _read_stat(path: Path) -> tuple[str, int, float] | None:
     """(name, process group, CPU seconds) from a ``stat`` file."""
     try:
         text = path.read_text()
@@ -45,6 +47,7 @@ class GroupCpu:
         self.processes: dict[int, tuple[str, float]] = {}
         self.threads: dict[tuple[int, int], tuple[str, float]] = {}
         self.samples: list[tuple[float, dict[str, float], dict[str, float]]] = []
+        self.max_rss_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -67,22 +70,25 @@ class GroupCpu:
         self.samples.append((time.time(), self._by_thread(), _machine()))
 
     def _read(self) -> None:
+        resident = 0
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
-            stat = read_stat(entry / "stat")
+            stat = _read_stat(entry / "stat")
             if stat is None or stat[1] != self.pgid:
                 continue
             pid = int(entry.name)
             self.processes[pid] = (stat[0], stat[2])
+            resident += _resident_bytes(entry)
             try:
                 tasks = list((entry / "task").iterdir())
             except OSError:
                 continue
             for task in tasks:
-                thread = read_stat(task / "stat")
+                thread = _read_stat(task / "stat")
                 if thread is not None:
                     self.threads[(pid, int(task.name))] = (thread[0], thread[2])
+        self.max_rss_bytes = max(self.max_rss_bytes, resident)
 
     def _by_thread(self) -> dict[str, float]:
         by_thread: dict[str, float] = defaultdict(float)
@@ -99,6 +105,7 @@ class GroupCpu:
             "by_process": dict(sorted(by_process.items(), key=lambda item: -item[1])),
             "busiest_threads": _busiest(self._by_thread()),
             "total": sum(by_process.values()),
+            "max_rss_bytes": self.max_rss_bytes,
         }
 
     def window(self, start: float, end: float) -> dict:
@@ -124,6 +131,26 @@ class GroupCpu:
             "machine_busy_cores": machine.get("busy", 0.0),
             "machine_steal_cores": machine.get("steal", 0.0),
         }
+
+
+def micros_per_row(steady: dict, prefixes: str | tuple[str, ...]) -> float:
+    """CPU us per row of a ``window`` with ``rows``, in threads named ``prefixes``."""
+    if not steady.get("rows"):
+        return 0.0
+    seconds = sum(
+        spent
+        for name, spent in steady["busiest_threads"].items()
+        if name.startswith(prefixes)
+    )
+    return seconds / steady["rows"] * 1e6
+
+
+def _resident_bytes(process: Path) -> int:
+    """Resident memory of a process, 0 once it has gone."""
+    try:
+        return int((process / "statm").read_text().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _machine() -> dict[str, float]:

@@ -66,13 +66,12 @@ def run_bounded(
     timeout: float,
     progress,
     measured_from: datetime | None = None,
-    on_start=None,
 ) -> RunResult:
     """Run the job to the end of its input; read its rate from PostgreSQL.
 
     With ``measured_from``, the rate and the steady-state CPU count only the
     transactions whose event time is at or after it (a warm-up before it is
-    left out). ``on_start`` is called with the job's process id once it runs.
+    left out).
     """
     workspace.empty_tables()
     job = run.job(
@@ -86,8 +85,6 @@ def run_bounded(
     started_wall = time.time()
     started = time.monotonic()
     job.start()
-    if on_start is not None:
-        on_start(job.process.pid)
     cpu = GroupCpu(job.process.pid).start()
     try:
         code = _wait(workspace, job, expected_rows, timeout, progress)

@@ -6,6 +6,8 @@ whose figures are missing (a section that did not run) is left out.
 
 from __future__ import annotations
 
+from bench.cpu import micros_per_row
+
 OPERATORS = (
     "Validate (operator function)",
     "CardHistory (operator function)",
@@ -54,11 +56,7 @@ class _Facts:
 
     def thread(self, prefix: str) -> float:
         """Steady-state CPU us per row of threads whose name starts with ``prefix``."""
-        if self.steady is None:
-            return 0.0
-        threads = self.steady["busiest_threads"]
-        seconds = sum(s for name, s in threads.items() if name.startswith(prefix))
-        return seconds / self.steady["rows"] * 1e6
+        return micros_per_row(self.steady or {}, prefix)
 
     def python(self) -> float | None:
         if not all(name in self.micros for name in OPERATORS):

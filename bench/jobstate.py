@@ -11,8 +11,9 @@ smallest and the largest; its rate and CPU per row count the measured
 transactions only, read from PostgreSQL as in ``bench.endtoend``, when all
 N cards are in state.
 
-While the job runs, the resident memory of its processes and the size of its
-checkpoint directory are sampled; the largest of each is reported.
+While the job runs, the resident memory of its processes (by
+``bench.cpu.GroupCpu``, every half second) and the size of its checkpoint
+directory (every 5 s) are sampled; the largest of each is reported.
 
 What it shows is what the number of keys costs: Flink's keyed state in the
 JVM, the Python side's cache of ``python.state.cache-size`` keys (100,000 in
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from bench import endtoend
-from bench.cpu import read_stat
+from bench.cpu import micros_per_row
 from bench.workspace import Workspace
 from udfs.features import MS_PER_DAY
 
@@ -96,21 +97,15 @@ def synthetic_stream(cards: int, measured: int, seed: int = 5) -> pd.DataFrame:
     )
 
 
-class Footprint:
-    """Largest resident memory of a process group and size of a directory seen."""
+class DirectoryPeak:
+    """The largest total size of the files under a directory, as sampled."""
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.pgid: int | None = None
-        self.max_rss_bytes = 0
-        self.max_directory_bytes = 0
+        self.bytes = 0
 
     def sample(self) -> None:
-        if self.pgid is not None:
-            self.max_rss_bytes = max(self.max_rss_bytes, _group_rss(self.pgid))
-        self.max_directory_bytes = max(
-            self.max_directory_bytes, _directory_bytes(self.directory)
-        )
+        self.bytes = max(self.bytes, _directory_bytes(self.directory))
 
 
 def run(
@@ -140,10 +135,10 @@ def run(
             f"pre-loaded ({sent.rate:,.0f}/s); running the job"
         )
         settings = job_run.settings
-        footprint = Footprint(settings.path(settings.job.checkpoint_dir))
+        checkpoints = DirectoryPeak(settings.path(settings.job.checkpoint_dir))
 
-        def sampling(text: str, footprint=footprint) -> None:
-            footprint.sample()
+        def sampling(text: str, checkpoints=checkpoints) -> None:
+            checkpoints.sample()
             progress(text)
 
         result = endtoend.run_bounded(
@@ -157,7 +152,6 @@ def run(
             measured_from=datetime.fromtimestamp(
                 MEASURED_FROM_MS / 1000, tz=timezone.utc
             ),
-            on_start=lambda pid, footprint=footprint: setattr(footprint, "pgid", pid),
         )
         steady = result.cpu_steady
         micros = steady["total"] / steady["rows"] * 1e6 if steady.get("rows") else None
@@ -166,8 +160,8 @@ def run(
             f"jobstate {name}: {result.rows_per_second:,.0f} tx/s over the "
             f"measured transactions, {micros or float('nan'):,.0f} us CPU a row; "
             f"{alert_share:.2%} alerted; "
-            f"memory up to {footprint.max_rss_bytes / 2**30:.2f} GiB, checkpoints "
-            f"up to {footprint.max_directory_bytes / 2**20:,.0f} MiB; "
+            f"memory up to {result.cpu['max_rss_bytes'] / 2**30:.2f} GiB, "
+            f"checkpoints up to {checkpoints.bytes / 2**20:,.0f} MiB; "
             f"wall {result.wall_seconds:.0f} s"
         )
         out.append(
@@ -180,8 +174,8 @@ def run(
                 "cpu_micros_per_row_by_part": _by_part(steady),
                 "alert_share": alert_share,
                 "wall_seconds": result.wall_seconds,
-                "max_rss_bytes": footprint.max_rss_bytes,
-                "max_checkpoint_dir_bytes": footprint.max_directory_bytes,
+                "max_rss_bytes": result.cpu["max_rss_bytes"],
+                "max_checkpoint_dir_bytes": checkpoints.bytes,
                 "load_average": result.load_average,
                 "cpu_steady": steady,
             }
@@ -206,38 +200,9 @@ def _alert_share(workspace: Workspace, measured_from_ms: int) -> float:
 
 def _by_part(steady: dict) -> dict[str, float]:
     """Steady-state CPU us per row of the job's parts, by thread-name prefix."""
-    rows = steady.get("rows")
-    if not rows:
+    if not steady.get("rows"):
         return {}
-    out = {}
-    for part, prefixes in PARTS.items():
-        seconds = sum(
-            value
-            for name, value in steady["busiest_threads"].items()
-            if name.startswith(prefixes)
-        )
-        out[part] = seconds / rows * 1e6
-    return out
-
-
-def _group_rss(pgid: int) -> int:
-    """Resident bytes of every process of a process group."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        stat = read_stat(entry / "stat")
-        if stat is None or stat[1] != pgid:
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-                break
-    return total
+    return {part: micros_per_row(steady, prefixes) for part, prefixes in PARTS.items()}
 
 
 def _directory_bytes(directory: Path) -> int:
